@@ -1,0 +1,183 @@
+-- Loads every DIR/*.lua handler module and validates the table it returns against the
+-- registry of known keys. Problems come back as "file:line: message" strings.
+local Router = require "chatgw.router"
+
+local M = {}
+
+-- Known handler keys -> validator(value, ctx) returning nil or a problem message (ctx has
+-- file, source, line_of(needle)). Later features add keys with M.register_key.
+local validators = {}
+local key_order = {}
+
+function M.register_key(name, validator)
+  assert(type(name) == "string" and type(validator) == "function", "register_key(name, fn)")
+  if not validators[name] then key_order[#key_order + 1] = name end
+  validators[name] = validator
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("*a") or ""
+  f:close()
+  return s
+end
+
+local function line_at(source, pos)
+  local line = 1
+  for _ in source:sub(1, pos):gmatch("\n") do line = line + 1 end
+  return line
+end
+
+-- Line where needle first appears in source (a key or route string), or nil.
+local function line_of(source, needle)
+  local pos = source:find(needle, 1, true)
+  return pos and line_at(source, pos) or nil
+end
+
+-- Line of a handler key: `key =` or `["key"] =`, else line 1.
+local function key_line(ctx, key)
+  local pos = ctx.source:find("%f[%w_]" .. key:gsub("%p", "%%%0") .. "%s*=")
+  if pos then return line_at(ctx.source, pos) end
+  return line_of(ctx.source, '["' .. key .. '"]') or line_of(ctx.source, "['" .. key .. "']") or 1
+end
+
+local function fn_line(fn, fallback)
+  local info = type(fn) == "function" and debug.getinfo(fn, "S")
+  return info and info.linedefined > 0 and info.linedefined or fallback
+end
+
+M.register_key("on_shutdown", function(v)
+  if type(v) ~= "function" then return "on_shutdown must be a function, got " .. type(v) end
+end)
+
+M.register_key("name", function(v)
+  if type(v) ~= "string" or v == "" then return "name must be a non-empty string" end
+end)
+
+local ROUTE_OPTIONS = { public = "boolean", listener = "string" }
+
+-- Routes are checked here and collected by M.load (they need every file to find duplicates).
+M.register_key("routes", function(v, ctx)
+  if type(v) ~= "table" then return "routes must be a table, got " .. type(v) end
+  for key, spec in pairs(v) do
+    local line = type(key) == "string" and line_of(ctx.source, key) or nil
+    if type(key) ~= "string" then
+      ctx.problem(nil, "route keys must be strings like 'GET /path'")
+    else
+      local method, path, segs = Router.parse_key(key)
+      if not method then
+        ctx.problem(line, path)
+      else
+        local fn, opts = spec, {}
+        if type(spec) == "table" then
+          fn = spec[1]
+          for k, val in pairs(spec) do
+            if k ~= 1 then
+              if not ROUTE_OPTIONS[k] then
+                ctx.problem(line, "route '" .. key .. "': unknown option '" .. tostring(k) .. "' (known: listener, public)")
+              elseif type(val) ~= ROUTE_OPTIONS[k] then
+                ctx.problem(line, "route '" .. key .. "': " .. k .. " must be a " .. ROUTE_OPTIONS[k] .. ", got " .. type(val))
+              else
+                opts[k] = val
+              end
+            end
+          end
+        end
+        if type(fn) ~= "function" then
+          ctx.problem(line, "route '" .. key .. "' must be a function or { fn, public = ..., listener = ... }")
+        else
+          ctx.routes[#ctx.routes + 1] = { method = method, path = path, segs = segs, fn = fn,
+            public = opts.public or false, listener = opts.listener or "main",
+            label = key, file = ctx.file, line = line or fn_line(fn, 1) }
+        end
+      end
+    end
+  end
+end)
+
+local function short_error(e)
+  e = tostring(e)
+  return (e:gsub("\nstack traceback:.*$", ""))
+end
+
+-- Loads one file. Returns the handler table (or nil) after adding problems to `problems`.
+local function load_one(path, problems, routes)
+  local chunk, err = loadfile(path)
+  if not chunk then
+    problems[#problems + 1] = err
+    return nil
+  end
+  -- The chunk runs in the loading coroutine, so it may call chatgw.sleep and friends.
+  local ok, mod = xpcall(chunk, debug.traceback)
+  if not ok then
+    problems[#problems + 1] = short_error(mod)
+    return nil
+  end
+  local source = read_file(path)
+  if type(mod) ~= "table" then
+    problems[#problems + 1] = ("%s:%d: a handler must return a table, got %s"):format(path,
+      line_of(source, "return") or 1, type(mod))
+    return nil
+  end
+  local ctx = { file = path, source = source, routes = routes }
+  function ctx.problem(line, msg)
+    problems[#problems + 1] = ("%s:%d: %s"):format(path, line or 1, msg)
+  end
+  local keys = {}
+  for k in pairs(mod) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local validate = validators[k]
+    if not validate then
+      local known = {}
+      for _, name in ipairs(key_order) do known[#known + 1] = name end
+      table.sort(known)
+      ctx.problem(key_line(ctx, k), ("unknown key '%s' (known: %s)"):format(k, table.concat(known, ", ")))
+    else
+      local msg = validate(mod[k], ctx)
+      if msg then ctx.problem(key_line(ctx, k), msg) end
+    end
+  end
+  return mod
+end
+
+-- Loads dir/*.lua in name order. Returns handlers, routers_by_listener, problems.
+-- listeners: set of configured listener names; builtin(router, listener) adds built-in routes.
+function M.load(dir, listeners, builtin)
+  local problems, handlers, routes = {}, {}, {}
+  local files, err = chatgw._listdir(dir)
+  if not files then return nil, nil, { err } end
+  for _, name in ipairs(files) do
+    local path = dir:gsub("/+$", "") .. "/" .. name
+    local mod = load_one(path, problems, routes)
+    if mod then handlers[#handlers + 1] = { file = path, name = mod.name or name:gsub("%.lua$", ""), module = mod } end
+  end
+  local routers = {}
+  for l in pairs(listeners) do
+    routers[l] = Router.new()
+    builtin(routers[l], l)
+  end
+  -- Stable order so duplicate reports always name the same pair.
+  table.sort(routes, function(a, b)
+    if a.file ~= b.file then return a.file < b.file end
+    return a.line < b.line
+  end)
+  for _, r in ipairs(routes) do
+    local router = routers[r.listener]
+    if not router then
+      problems[#problems + 1] = ("%s:%d: route '%s': no listener named '%s' in the config"):format(
+        r.file, r.line, r.label, r.listener)
+    else
+      local ok, other = router:add(r)
+      if not ok then
+        local where = other.file and ("%s:%d"):format(other.file, other.line) or "the runtime (built in)"
+        problems[#problems + 1] = ("%s:%d: route '%s' is already declared by %s"):format(
+          r.file, r.line, r.label, where)
+      end
+    end
+  end
+  return handlers, routers, problems
+end
+
+return M

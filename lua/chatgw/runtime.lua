@@ -1,0 +1,234 @@
+-- chatgw.runtime: the Lua side of the runtime. C calls load() in a fresh state (boot and
+-- every reload), dispatch(req) for each HTTP request and shutdown() on SIGTERM.
+local chatgw = chatgw
+local config = require "chatgw.config"
+local json = require "chatgw.json"
+local loader = require "chatgw.loader"
+local sandbox = require "chatgw.sandbox"
+
+local type, pairs, tostring, xpcall, traceback = type, pairs, tostring, xpcall, debug.traceback
+local find, lower, gsub, gmatch, char = string.find, string.lower, string.gsub, string.gmatch, string.char
+
+chatgw.json = json
+
+do -- chatgw.yaml: lyaml with nil, err on bad input instead of a raise
+  local lyaml = require "lyaml"
+  chatgw.yaml = {
+    load = function(text)
+      if type(text) ~= "string" then
+        error("chatgw.yaml.load: text must be a string, got " .. type(text), 2)
+      end
+      local ok, v = pcall(lyaml.load, text)
+      if not ok then return nil, "yaml: " .. tostring(v) end
+      return v
+    end,
+    dump = function(value)
+      if type(value) ~= "table" then
+        error("chatgw.yaml.dump: value must be a table, got " .. type(value), 2)
+      end
+      return lyaml.dump({ value })
+    end,
+  }
+end
+
+sandbox.apply()
+
+local M = { handlers = {}, routers = {} }
+M.register_handler_key = loader.register_key
+M.register_config_section = config.register_section
+
+local JSON_CT = "application/json"
+local TEXT_CT = "text/plain; charset=utf-8"
+
+local function json_error(status, code, extra_headers, fields)
+  local body = { ok = false, error = code }
+  if fields then for k, v in pairs(fields) do body[k] = v end end
+  local headers = { ["Content-Type"] = JSON_CT }
+  if extra_headers then for k, v in pairs(extra_headers) do headers[k] = v end end
+  return status, json.encode(body), headers
+end
+
+-- ---- built-in routes ----
+
+local function health(req)
+  if req.query.verbose ~= "1" and req.query.verbose ~= "true" then return { ok = true } end
+  local info = chatgw._runtime_info()
+  local handlers = {}
+  for i, h in ipairs(M.handlers) do handlers[i] = { name = h.name, file = h.file } end
+  if #handlers == 0 then handlers = json.empty_array end
+  return {
+    ok = true,
+    status = "ok",
+    version = info.version,
+    uptime_s = info.uptime_s,
+    started_at = info.started_at,
+    pid = info.pid,
+    generation = info.generation,
+    lua_states = info.lua_states,
+    connections = info.connections,
+    inflight = info.inflight,
+    handlers = handlers,
+    reloads = info.reloads,
+    config = chatgw.config and chatgw.config._source or nil,
+  }
+end
+
+local function metrics_route()
+  return 200, chatgw.metrics.render(), { ["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8" }
+end
+
+local function add_builtins(router, listener)
+  router:add({ method = "GET", path = "/health", fn = health, public = false, label = "GET /health" })
+  router:add({ method = "GET", path = "/metrics", fn = metrics_route, public = false, label = "GET /metrics" })
+end
+
+-- ---- load ----
+
+function M.load(opts)
+  local cfg, problems = config.load(opts.config_path, { explicit = opts.config_explicit })
+  if not cfg then return false, problems end
+  chatgw.config = cfg
+  local handlers, routers, hproblems = loader.load(opts.handlers_dir, cfg.listeners, add_builtins)
+  if #hproblems > 0 then return false, hproblems end
+  M.handlers, M.routers = handlers, routers
+  return true, cfg
+end
+
+-- ---- dispatch ----
+
+local function unescape(s)
+  s = gsub(s, "+", " ")
+  return (gsub(s, "%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
+end
+
+local function parse_query(qs)
+  local q = {}
+  if qs == "" then return q end
+  for pair in gmatch(qs, "[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    k, v = unescape(k), unescape(v)
+    local old = q[k]
+    if old == nil then
+      q[k] = v
+    elseif type(old) == "table" then
+      old[#old + 1] = v
+    else
+      q[k] = { old, v }
+    end
+  end
+  return q
+end
+
+local function has_content_type(headers)
+  for k in pairs(headers) do
+    if lower(k) == "content-type" then return true end
+  end
+  return false
+end
+
+-- Turns what a handler returned into status, body string, headers.
+local function normalize(a, b, c)
+  local status, body, headers
+  if type(a) == "number" then
+    status, body, headers = a, b, c
+  elseif a == nil then
+    status, body, headers = 204, nil, b
+  else
+    status, body, headers = 200, a, b
+  end
+  if status ~= status or status < 100 or status > 599 or status % 1 ~= 0 then
+    error("handler returned an invalid HTTP status " .. tostring(status), 0)
+  end
+  if headers ~= nil and type(headers) ~= "table" then
+    error("handler returned headers of type " .. type(headers) .. " (want a table)", 0)
+  end
+  local out = {}
+  if headers then
+    for k, v in pairs(headers) do
+      if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
+        error("handler returned a bad header " .. tostring(k) .. " = " .. tostring(v), 0)
+      end
+      out[k] = tostring(v)
+    end
+  end
+  local bt = type(body)
+  if bt == "table" then
+    body = json.encode(body)
+    if not has_content_type(out) then out["Content-Type"] = JSON_CT end
+  elseif bt == "string" then
+    if not has_content_type(out) then out["Content-Type"] = TEXT_CT end
+  elseif body == nil then
+    body = ""
+  elseif bt == "number" or bt == "boolean" then
+    body = tostring(body)
+    if not has_content_type(out) then out["Content-Type"] = TEXT_CT end
+  else
+    error("handler returned a body of type " .. bt, 0)
+  end
+  return status, body, out
+end
+
+local function run_handler(route, req)
+  local ok, a, b, c = xpcall(route.fn, traceback, req)
+  if ok then
+    ok, a, b, c = pcall(normalize, a, b, c)
+  end
+  if ok then return a, b, c end
+  chatgw.log.error("handler error", { request_id = req.id, route = route.label, error = tostring(a) })
+  return json_error(500, "internal_error", nil, { request_id = req.id })
+end
+
+function M.dispatch(req)
+  local router = M.routers[req.listener]
+  if not router then
+    local s, b, h = json_error(404, "not_found")
+    return s, b, h, nil
+  end
+  local route, params, allow = router:match(req.method, req.path)
+  if not route then
+    if allow then
+      local s, b, h = json_error(405, "method_not_allowed", { Allow = allow })
+      return s, b, h, nil
+    end
+    local s, b, h = json_error(404, "not_found")
+    return s, b, h, nil
+  end
+  local label = route.label
+  local headers = req.headers
+  if not route.public and not chatgw._auth(headers.authorization) then
+    local s, b, h = json_error(401, "unauthorized", { ["WWW-Authenticate"] = "Bearer" })
+    return s, b, h, label
+  end
+  req.params = params
+  req.query = parse_query(req.query_string)
+  local body = req.body
+  if body ~= "" then
+    local ct = headers["content-type"]
+    if ct and find(ct, "json", 1, true) then
+      local v, err = json.decode(body)
+      if v == nil and err then
+        local s, b, h = json_error(400, "invalid_json", nil, { detail = err })
+        return s, b, h, label
+      end
+      req.json = v
+    elseif not ct and find(body, "^%s*[%[{]") then
+      req.json = json.decode(body)
+    end
+  end
+  local s, b, h = run_handler(route, req)
+  return s, b, h, label
+end
+
+-- ---- shutdown ----
+
+function M.shutdown()
+  for _, h in ipairs(M.handlers) do
+    local fn = h.module.on_shutdown
+    if fn then
+      local ok, err = xpcall(fn, traceback)
+      if not ok then chatgw.log.error("on_shutdown failed", { file = h.file, error = tostring(err) }) end
+    end
+  end
+end
+
+return M

@@ -1,0 +1,93 @@
+/* http_server.h - HTTP/1.1 server on libuv + http-parser (libhttp-parser-dev 2.9).
+ *
+ * Owns listeners and connections. Each complete request is handed to one callback; the
+ * consumer answers it exactly once with http_request_respond(), now or later (from another
+ * loop iteration). One request per connection is in flight at a time: the parser is paused
+ * at message end and resumed after the response is queued, so pipelined requests are
+ * answered in order. The server itself answers malformed input (400, then close), oversize
+ * headers (431), oversize bodies (413, decided from Content-Length before the body is read),
+ * and slow clients (408 on header/body timeout, then close); keep-alive connections idle for
+ * longer than idle_timeout_ms are closed. Every response carries X-Request-Id (the client's
+ * X-Request-Id when it is sane, else a generated one), is written to the access log and
+ * counted in metrics (chatgw_http_requests_total{route,status},
+ * chatgw_http_request_duration_seconds{route}, chatgw_http_connections_open). */
+#ifndef CHATGW_HTTP_SERVER_H
+#define CHATGW_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct http_server http_server_t;
+typedef struct http_request http_request_t;
+
+typedef struct {
+  const char *name; /* request headers: lower-cased; NUL-terminated */
+  size_t name_len;
+  const char *value; /* NUL-terminated */
+  size_t value_len;
+} http_header_t;
+
+typedef struct {
+  size_t max_header_bytes;    /* request line + headers; beyond: 431. default 16384 */
+  size_t max_body_bytes;      /* beyond: 413. default 1048576 */
+  uint64_t header_timeout_ms; /* first byte to end of headers; beyond: 408 + close. 10000 */
+  uint64_t body_timeout_ms;   /* end of headers to end of body; beyond: 408 + close. 30000 */
+  uint64_t idle_timeout_ms;   /* keep-alive wait for the next request; beyond: close. 60000 */
+  size_t max_connections;     /* beyond: the new connection gets 503 and is closed. 1024 */
+} http_limits_t;
+
+void http_limits_default(http_limits_t *l);
+
+struct http_request {
+  const char *method;      /* "GET", "POST", ... */
+  const char *path;        /* raw path without query, e.g. "/v1/items/42" */
+  const char *query;       /* raw query without '?', "" when none */
+  http_header_t *headers;  /* in arrival order; repeated headers appear repeatedly */
+  size_t nheaders;
+  const char *body;        /* de-chunked; NUL-terminated; body_len 0 when none */
+  size_t body_len;
+  const char *remote_addr; /* peer IP as text, "127.0.0.1" or "::1" */
+  int remote_port;
+  const char *listener;    /* name of the listener it arrived on, e.g. "main" */
+  const char *request_id;  /* from X-Request-Id if 1..128 chars of [A-Za-z0-9._:-], else generated */
+  uint64_t start_ns;       /* uv_hrtime() when the request started arriving */
+  int is_head;             /* HEAD: the consumer answers as for GET; the server drops the body */
+  void *user;              /* free for the consumer */
+};
+
+/* Called once per complete request. */
+typedef void (*http_request_cb)(http_request_t *req, void *ud);
+
+http_server_t *http_server_new(uv_loop_t *loop, const http_limits_t *limits, http_request_cb cb,
+                               void *ud);
+void http_server_set_limits(http_server_t *s, const http_limits_t *limits); /* on reload */
+
+/* Bind and listen. port 0 picks a free port (see http_server_port). Returns 0, or -1 with a
+ * message in err ("listen main 127.0.0.1:8787: address already in use"). */
+int http_server_listen(http_server_t *s, const char *name, const char *host, int port, char *err,
+                       size_t errlen);
+int http_server_port(http_server_t *s, const char *name); /* bound port, -1 if no such listener */
+int http_server_has_listener(http_server_t *s, const char *name);
+
+/* Answer a request. headers: extra response headers (e.g. Content-Type); the server adds
+ * Content-Length, Connection, X-Request-Id (unless given), Date. route: the route template
+ * for logs and metrics ("GET /v1/items/:id"), or NULL for unmatched ("-"). Safe to call after
+ * the client went away (the response is dropped). Must be called exactly once per request;
+ * req is invalid afterwards. */
+void http_request_respond(http_request_t *req, int status, const http_header_t *headers,
+                          size_t nheaders, const char *body, size_t body_len, const char *route);
+int http_request_aborted(const http_request_t *req); /* 1 if the connection is gone */
+
+/* Graceful stop: close listeners, close idle keep-alive connections now, and close each busy
+ * connection after its current response (Connection: close). */
+void http_server_stop_accepting(http_server_t *s);
+size_t http_server_connection_count(const http_server_t *s);
+size_t http_server_inflight(const http_server_t *s); /* requests handed out, not yet answered */
+/* Close every connection and listener now; done(ud) runs once all handles are closed. Requests
+ * still unanswered stay valid until answered (their responses are dropped). */
+void http_server_close(http_server_t *s, void (*done)(void *ud), void *ud);
+/* Frees the server; only after close's done callback and with no request unanswered. */
+void http_server_free(http_server_t *s);
+
+#endif

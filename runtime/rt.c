@@ -1,0 +1,395 @@
+/* rt.c - boot, reload (SIGHUP) and graceful stop (SIGTERM/SIGINT) of the runtime. */
+#include "rt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "settings.h"
+#include "shared.h"
+#include "token.h"
+#include "vm.h"
+
+rt_t g_rt;
+
+static uv_signal_t g_sighup, g_sigterm, g_sigint;
+static uv_timer_t g_reload_timer; /* runs a queued reload outside of any Lua call */
+static uv_timer_t g_drain_timer;
+static uint64_t g_drain_deadline;
+static int g_hooks_running;
+static metric_t *g_m_reloads;
+
+uint64_t rt_now_ms(void) {
+  return g_rt.loop ? uv_now(g_rt.loop) : uv_hrtime() / 1000000;
+}
+
+double rt_wall_time(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+/* ---- loading config + handlers into a state ---- */
+
+typedef void (*loaded_fn)(vm_t *vm, int ok, lua_State *T);
+
+/* Runs chatgw.runtime.load{...} in a CO_LOAD coroutine; calls done with its results:
+ * true, cfg  or  false, {"file:line: message", ...}. */
+static void load_done(co_t *co, int ok, void *ud) {
+  loaded_fn done = (loaded_fn)ud;
+  lua_State *T = vm_co_thread(co);
+  if (!ok) {
+    /* The loader itself failed: report its traceback as the single problem. */
+    const char *msg = lua_tostring(T, -1);
+    lua_settop(T, 0);
+    lua_pushboolean(T, 0);
+    lua_newtable(T);
+    lua_pushstring(T, msg ? msg : "loader failed");
+    lua_rawseti(T, -2, 1);
+  }
+  done(vm_co_vm(co), ok && lua_toboolean(T, 1), T);
+}
+
+static void start_load(vm_t *vm, loaded_fn done) {
+  lua_State *L = vm_state(vm);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaded");
+  lua_getfield(L, -1, "chatgw.runtime");
+  lua_getfield(L, -1, "load");
+  lua_insert(L, -4);
+  lua_pop(L, 3);
+  lua_newtable(L);
+  lua_pushstring(L, g_rt.handlers_dir);
+  lua_setfield(L, -2, "handlers_dir");
+  lua_pushstring(L, g_rt.config_path);
+  lua_setfield(L, -2, "config_path");
+  lua_pushboolean(L, g_rt.config_path_explicit);
+  lua_setfield(L, -2, "config_explicit");
+  lua_pushboolean(L, g_rt.check_only);
+  lua_setfield(L, -2, "check_only");
+  vm_spawn(vm, CO_LOAD, 1, load_done, (void *)done);
+}
+
+/* Joins the problems array at index 2 of T into buf, one per line. */
+static void collect_errors(lua_State *T, char *buf, size_t len) {
+  buf[0] = 0;
+  size_t off = 0;
+  if (!lua_istable(T, 2)) return;
+  size_t n = lua_objlen(T, 2);
+  for (size_t i = 1; i <= n && off + 1 < len; i++) {
+    lua_rawgeti(T, 2, (int)i);
+    const char *e = lua_tostring(T, -1);
+    int w = snprintf(buf + off, len - off, "%s%s", off ? "\n" : "", e ? e : "?");
+    if (w > 0) off += (size_t)w < len - off ? (size_t)w : len - off - 1;
+    lua_pop(T, 1);
+  }
+}
+
+static void print_errors(lua_State *T) {
+  if (!lua_istable(T, 2)) return;
+  size_t n = lua_objlen(T, 2);
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(T, 2, (int)i);
+    fprintf(stderr, "%s\n", lua_tostring(T, -1));
+    lua_pop(T, 1);
+  }
+}
+
+/* ---- exit ---- */
+
+static void close_loop_handles(void) {
+  uv_close((uv_handle_t *)&g_sighup, NULL);
+  uv_close((uv_handle_t *)&g_sigterm, NULL);
+  uv_close((uv_handle_t *)&g_sigint, NULL);
+  uv_close((uv_handle_t *)&g_reload_timer, NULL);
+  uv_close((uv_handle_t *)&g_drain_timer, NULL);
+  vm_sched_close();
+}
+
+static void http_closed(void *ud) {
+  (void)ud;
+  vm_destroy_all();
+  g_rt.vm = NULL;
+  close_loop_handles();
+}
+
+static void finish_exit(void) {
+  if (g_rt.http) {
+    http_server_close(g_rt.http, http_closed, NULL);
+  } else {
+    http_closed(NULL);
+  }
+}
+
+/* ---- boot ---- */
+
+static void on_http_request(http_request_t *req, void *ud) {
+  (void)ud;
+  vm_dispatch_request(g_rt.vm, req);
+}
+
+static int listen_all(const rt_settings_t *s, char *err, size_t errlen) {
+  g_rt.http = http_server_new(g_rt.loop, &s->http, on_http_request, NULL);
+  if (!g_rt.http) {
+    snprintf(err, errlen, "cannot create the HTTP server");
+    return -1;
+  }
+  for (int i = 0; i < s->nlisteners; i++) {
+    const rt_listener_conf_t *l = &s->listeners[i];
+    if (http_server_listen(g_rt.http, l->name, l->host, l->port, err, errlen) != 0) return -1;
+    char port[16];
+    snprintf(port, sizeof port, "%d", http_server_port(g_rt.http, l->name));
+    log_field_t f[] = {{"listener", l->name, 0}, {"host", l->host, 0}, {"port", port, 1}};
+    log_write(LOG_INFO, "listening", f, 3);
+  }
+  return 0;
+}
+
+static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
+  if (!ok) {
+    print_errors(T);
+    fprintf(stderr, "chatgw: %s failed: fix the problems above\n",
+            g_rt.check_only ? "check" : "start");
+    g_rt.exit_code = 1;
+    vm_retire(vm, "boot failed");
+    finish_exit();
+    return;
+  }
+  char err[1024];
+  if (settings_read(T, 2, &g_rt.settings, err, sizeof err) != 0) {
+    fprintf(stderr, "%s\n", err);
+    g_rt.exit_code = 1;
+    vm_retire(vm, "boot failed");
+    finish_exit();
+    return;
+  }
+  if (g_rt.check_only) {
+    fprintf(stderr, "chatgw check: OK\n");
+    vm_retire(vm, "check done");
+    finish_exit();
+    return;
+  }
+  settings_apply_runtime(&g_rt.settings);
+  if (data_dir_prepare(g_rt.settings.data_dir, err, sizeof err) != 0 ||
+      token_setup(g_rt.settings.data_dir, g_rt.token, sizeof g_rt.token, g_rt.token_source,
+                  sizeof g_rt.token_source, err, sizeof err) != 0 ||
+      listen_all(&g_rt.settings, err, sizeof err) != 0) {
+    fprintf(stderr, "chatgw: %s\n", err);
+    g_rt.exit_code = 1;
+    vm_retire(vm, "boot failed");
+    finish_exit();
+    return;
+  }
+  g_rt.vm = vm;
+  log_field_t f[] = {{"version", CHATGW_VERSION, 0}, {"handlers", g_rt.handlers_dir, 0}};
+  log_write(LOG_INFO, "ready", f, 2);
+}
+
+/* ---- reload ---- */
+
+static void reload_timer_cb(uv_timer_t *t);
+
+static void reload_finished(int ok, const char *error) {
+  g_rt.reloading = 0;
+  g_rt.reloads.count++;
+  g_rt.reloads.last_time = rt_wall_time();
+  g_rt.reloads.last_ok = ok;
+  const char *labels[] = {ok ? "ok" : "failed"};
+  metrics_inc(g_m_reloads, labels, 1);
+  if (ok) {
+    g_rt.reloads.ok++;
+    log_field_t f[] = {{"generation", NULL, 1}};
+    char gen[32];
+    snprintf(gen, sizeof gen, "%llu", (unsigned long long)vm_generation(g_rt.vm));
+    f[0].value = gen;
+    log_write(LOG_INFO, "reload ok", f, 1);
+  } else {
+    g_rt.reloads.failed++;
+    snprintf(g_rt.reloads.last_error, sizeof g_rt.reloads.last_error, "%s", error);
+    log_field_t f[] = {{"error", error, 0}};
+    log_write(LOG_ERROR, "reload failed: keeping the running handlers", f, 1);
+  }
+  if (g_rt.reload_again && !g_rt.stopping) {
+    g_rt.reload_again = 0;
+    uv_timer_start(&g_reload_timer, reload_timer_cb, 0, 0);
+  }
+}
+
+static void reload_loaded(vm_t *vm, int ok, lua_State *T) {
+  if (g_rt.stopping) {
+    vm_retire(vm, "shutdown");
+    g_rt.reloading = 0;
+    return;
+  }
+  char err[4096];
+  rt_settings_t s;
+  if (!ok) {
+    collect_errors(T, err, sizeof err);
+    vm_retire(vm, "reload failed");
+    reload_finished(0, err);
+    return;
+  }
+  if (settings_read(T, 2, &s, err, sizeof err) != 0) {
+    vm_retire(vm, "reload failed");
+    reload_finished(0, err);
+    return;
+  }
+  settings_warn_restart_only(&g_rt.settings, &s);
+  /* Listeners and the data directory stay as they are until a restart. */
+  memcpy(s.listeners, g_rt.settings.listeners, sizeof s.listeners);
+  s.nlisteners = g_rt.settings.nlisteners;
+  memcpy(s.data_dir, g_rt.settings.data_dir, sizeof s.data_dir);
+  g_rt.settings = s;
+  settings_apply_runtime(&g_rt.settings);
+  vm_t *old = g_rt.vm;
+  g_rt.vm = vm;
+  if (old) vm_retire(old, "reload");
+  g_rt.reloads.last_error[0] = 0;
+  reload_finished(1, NULL);
+}
+
+static void do_reload(void) {
+  if (g_rt.stopping || !g_rt.vm) return;
+  if (g_rt.reloading) {
+    g_rt.reload_again = 1;
+    return;
+  }
+  g_rt.reloading = 1;
+  log_infof("reload: loading config and handlers");
+  char err[2048];
+  vm_t *vm = vm_new(err, sizeof err);
+  if (!vm) {
+    reload_finished(0, err);
+    return;
+  }
+  start_load(vm, reload_loaded);
+}
+
+static void reload_timer_cb(uv_timer_t *t) {
+  (void)t;
+  do_reload();
+}
+
+static void on_sighup(uv_signal_t *h, int sig) {
+  (void)h;
+  (void)sig;
+  do_reload();
+}
+
+/* ---- graceful stop ---- */
+
+static void drain_check(uv_timer_t *t) {
+  size_t inflight = g_rt.http ? http_server_inflight(g_rt.http) : 0;
+  if ((inflight == 0 && !g_hooks_running) || uv_now(g_rt.loop) >= g_drain_deadline) {
+    uv_timer_stop(t);
+    if (inflight) log_warnf("drain timeout: %zu request(s) still running are cancelled", inflight);
+    log_infof("stopped accepting; in-flight requests done, closing");
+    finish_exit();
+  }
+}
+
+static void hooks_done(co_t *co, int ok, void *ud) {
+  (void)ud;
+  g_hooks_running = 0;
+  if (!ok) {
+    log_field_t f[] = {{"error", lua_tostring(vm_co_thread(co), -1), 0}};
+    log_write(LOG_ERROR, "on_shutdown hooks failed", f, 1);
+  }
+}
+
+static void on_stop_signal(uv_signal_t *h, int sig) {
+  (void)h;
+  if (g_rt.stopping) {
+    log_warnf("second signal (%d): exiting now", sig);
+    _exit(1);
+  }
+  g_rt.stopping = 1;
+  log_field_t f[] = {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", 0}};
+  log_write(LOG_INFO, "stopping: draining in-flight requests", f, 1);
+  if (!g_rt.vm) { /* still booting */
+    finish_exit();
+    return;
+  }
+  if (g_rt.http) http_server_stop_accepting(g_rt.http);
+  lua_State *L = vm_state(g_rt.vm);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaded");
+  lua_getfield(L, -1, "chatgw.runtime");
+  lua_getfield(L, -1, "shutdown");
+  lua_insert(L, -4);
+  lua_pop(L, 3);
+  g_hooks_running = 1;
+  vm_spawn(g_rt.vm, CO_SHUTDOWN, 0, hooks_done, NULL);
+  g_drain_deadline = uv_now(g_rt.loop) + g_rt.settings.drain_timeout_ms;
+  uv_timer_start(&g_drain_timer, drain_check, 0, 20);
+}
+
+/* ---- entry ---- */
+
+int rt_run(const char *handlers_dir, const char *config_path, int config_explicit,
+           int check_only) {
+  memset(&g_rt, 0, sizeof g_rt);
+  signal(SIGPIPE, SIG_IGN);
+  log_init();
+  g_rt.loop = uv_default_loop();
+  g_rt.check_only = check_only;
+  g_rt.config_path_explicit = config_explicit;
+  snprintf(g_rt.handlers_dir, sizeof g_rt.handlers_dir, "%s", handlers_dir);
+  snprintf(g_rt.config_path, sizeof g_rt.config_path, "%s", config_path);
+  const char *lua_dir = getenv("CHATGW_LUA_DIR");
+  snprintf(g_rt.lua_dir, sizeof g_rt.lua_dir, "%s",
+           lua_dir && *lua_dir ? lua_dir : CHATGW_LUA_DIR_DEFAULT);
+  g_rt.started_wall = rt_wall_time();
+  g_rt.started_ms = uv_now(g_rt.loop);
+  settings_default(&g_rt.settings);
+
+  metrics_init();
+  const char *lbl[] = {"result"};
+  g_m_reloads = metrics_counter("chatgw_reloads_total", "Reloads by result (ok, failed).", lbl,
+                                1, NULL);
+  vm_sched_init(g_rt.loop);
+  uv_signal_init(g_rt.loop, &g_sighup);
+  uv_signal_init(g_rt.loop, &g_sigterm);
+  uv_signal_init(g_rt.loop, &g_sigint);
+  uv_timer_init(g_rt.loop, &g_reload_timer);
+  uv_timer_init(g_rt.loop, &g_drain_timer);
+  g_reload_timer.data = NULL;
+  if (!check_only) {
+    uv_signal_start(&g_sighup, on_sighup, SIGHUP);
+    uv_signal_start(&g_sigterm, on_stop_signal, SIGTERM);
+    uv_signal_start(&g_sigint, on_stop_signal, SIGINT);
+  }
+
+  char err[2048];
+  vm_t *vm = vm_new(err, sizeof err);
+  if (!vm) {
+    fprintf(stderr, "chatgw: cannot start the Lua runtime: %s\n", err);
+    g_rt.exit_code = 1;
+    finish_exit();
+  } else {
+    start_load(vm, boot_loaded);
+  }
+  uv_run(g_rt.loop, UV_RUN_DEFAULT);
+
+  if (g_rt.http) http_server_free(g_rt.http);
+  g_rt.http = NULL;
+  int rc = uv_loop_close(g_rt.loop);
+  if (rc != 0) {
+    log_errorf("event loop closed with handles still open: %s", uv_strerror(rc));
+    if (!g_rt.exit_code) g_rt.exit_code = 70;
+  }
+  shared_dict_free_all();
+  metrics_shutdown();
+  if (!check_only && !g_rt.exit_code) log_infof("stopped");
+  return g_rt.exit_code;
+}

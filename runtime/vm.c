@@ -1,0 +1,583 @@
+/* vm.c - Lua states, coroutine scheduling and state lifetime across reloads (see vm.h). */
+#include "vm.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib.h"
+#include "log.h"
+#include "rt.h"
+
+typedef enum { WAKE_NONE, WAKE_START, WAKE_CANCEL, WAKE_PLAIN } wake_t;
+
+struct co {
+  vm_t *vm;
+  lua_State *L; /* the coroutine's thread */
+  int ref;      /* registry ref keeping the thread alive */
+  co_kind_t kind;
+  pending_t *pending; /* the wait in progress, if any */
+  int waiting;
+  int cancelled;       /* told to stop (reload or shutdown) */
+  int cancel_notified; /* it has already been handed "cancelled: ..." once */
+  char cancel_reason[32];
+  wake_t wake; /* why it sits in the ready queue */
+  int start_nargs;
+  co_t *ready_next;
+  co_done_fn done;
+  void *ud;
+  co_t *prev, *next;
+};
+
+typedef struct every {
+  uv_timer_t timer;
+  vm_t *vm;
+  int id;
+  int fn_ref;
+  int running; /* a tick's coroutine is still running: the next tick is skipped */
+  struct every *prev, *next;
+} every_t;
+
+struct vm {
+  lua_State *L;
+  int refs; /* current + live coroutines + timers */
+  int retired;
+  uint64_t gen;
+  co_t *cos;
+  every_t *everies;
+  int next_every_id;
+  int dispatch_ref;
+  vm_t *all_prev, *all_next; /* every vm not yet closed */
+};
+
+static uint64_t g_next_gen = 1;
+static size_t g_live_vms = 0;
+static vm_t *g_all_vms = NULL;
+static co_t *g_current = NULL;
+
+/* Ready queue: coroutines resumed from the loop on its next iteration. */
+static co_t *g_ready_head = NULL, *g_ready_tail = NULL;
+static uv_idle_t g_idle;
+static int g_idle_ready = 0;
+
+#ifdef CHATGW_SANITIZE
+/* malloc-based allocator so AddressSanitizer sees Lua's memory too. */
+static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  (void)osize;
+  if (nsize == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return realloc(ptr, nsize);
+}
+#endif
+
+/* Lua's package.path: the runtime's own layer first, then Debian's shared Lua directories. */
+static void set_package_path(lua_State *L) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  const char *old = lua_tostring(L, -1);
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", g_rt.lua_dir, g_rt.lua_dir, old ? old : "");
+  lua_setfield(L, -3, "path");
+  lua_pop(L, 2);
+}
+
+vm_t *vm_new(char *err, size_t errlen) {
+  vm_t *vm = calloc(1, sizeof *vm);
+  if (!vm) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+#ifdef CHATGW_SANITIZE
+  vm->L = lua_newstate(vm_alloc, NULL);
+#else
+  vm->L = luaL_newstate();
+#endif
+  if (!vm->L) {
+    free(vm);
+    snprintf(err, errlen, "cannot create Lua state");
+    return NULL;
+  }
+  vm->gen = g_next_gen++;
+  vm->refs = 1;
+  vm->dispatch_ref = LUA_NOREF;
+  g_live_vms++;
+  vm->all_next = g_all_vms;
+  if (g_all_vms) g_all_vms->all_prev = vm;
+  g_all_vms = vm;
+  lua_State *L = vm->L;
+  luaL_openlibs(L);
+  set_package_path(L);
+
+  lua_newtable(L); /* the chatgw table */
+  int t = lua_gettop(L);
+  lib_core_register(L, t, vm);
+  lib_shared_register(L, t);
+  lib_metrics_register(L, t);
+  lua_setglobal(L, "chatgw");
+
+  /* The runtime's Lua layer: sandbox, loader, router, dispatcher. */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "chatgw.runtime");
+  if (lua_pcall(L, 1, 1, 0) != 0) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    vm_unref(vm);
+    return NULL;
+  }
+  lua_getfield(L, -1, "dispatch");
+  vm->dispatch_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pop(L, 1);
+  return vm;
+}
+
+lua_State *vm_state(vm_t *vm) {
+  return vm->L;
+}
+
+uint64_t vm_generation(vm_t *vm) {
+  return vm->gen;
+}
+
+int vm_is_retired(vm_t *vm) {
+  return vm->retired;
+}
+
+size_t vm_live_count(void) {
+  return g_live_vms;
+}
+
+void vm_ref(vm_t *vm) {
+  vm->refs++;
+}
+
+void vm_unref(vm_t *vm) {
+  if (--vm->refs > 0) return;
+  log_debugf("closing Lua state generation %llu", (unsigned long long)vm->gen);
+  lua_close(vm->L);
+  g_live_vms--;
+  if (vm->all_prev)
+    vm->all_prev->all_next = vm->all_next;
+  else
+    g_all_vms = vm->all_next;
+  if (vm->all_next) vm->all_next->all_prev = vm->all_prev;
+  free(vm);
+}
+
+void vm_destroy_all(void) {
+  /* vm_destroy may free a vm: work from a snapshot of the list. */
+  size_t n = 0;
+  for (vm_t *v = g_all_vms; v; v = v->all_next) n++;
+  if (!n) return;
+  vm_t **all = calloc(n, sizeof *all);
+  if (!all) return;
+  n = 0;
+  for (vm_t *v = g_all_vms; v; v = v->all_next) all[n++] = v;
+  for (size_t i = 0; i < n; i++) vm_destroy(all[i]);
+  free(all);
+}
+
+/* ---- ready queue ---- */
+
+static void on_idle(uv_idle_t *h);
+
+static void ready_push(co_t *co, wake_t why) {
+  if (co->wake != WAKE_NONE) return; /* already queued */
+  co->wake = why;
+  co->ready_next = NULL;
+  if (g_ready_tail)
+    g_ready_tail->ready_next = co;
+  else
+    g_ready_head = co;
+  g_ready_tail = co;
+  if (g_idle_ready && !uv_is_active((uv_handle_t *)&g_idle)) uv_idle_start(&g_idle, on_idle);
+}
+
+static void ready_remove(co_t *co) {
+  co_t **pp = &g_ready_head, *prev = NULL;
+  while (*pp && *pp != co) {
+    prev = *pp;
+    pp = &(*pp)->ready_next;
+  }
+  if (!*pp) return;
+  *pp = co->ready_next;
+  if (g_ready_tail == co) g_ready_tail = prev;
+  co->wake = WAKE_NONE;
+}
+
+static void on_idle(uv_idle_t *h) {
+  /* Resume as many as are queued now; what gets queued meanwhile waits for the next turn,
+   * so a coroutine that keeps yielding cannot starve the loop. */
+  size_t n = 0;
+  for (co_t *c = g_ready_head; c; c = c->ready_next) n++;
+  while (n-- > 0 && g_ready_head) {
+    co_t *co = g_ready_head;
+    g_ready_head = co->ready_next;
+    if (!g_ready_head) g_ready_tail = NULL;
+    wake_t why = co->wake;
+    co->wake = WAKE_NONE;
+    if (why == WAKE_START) {
+      vm_resume(co, co->start_nargs);
+    } else if (why == WAKE_CANCEL) {
+      co->cancel_notified = 1;
+      lua_pushnil(co->L);
+      lua_pushfstring(co->L, "cancelled: %s", co->cancel_reason);
+      vm_resume(co, 2);
+    } else {
+      vm_resume(co, 0);
+    }
+  }
+  if (!g_ready_head) uv_idle_stop(h);
+}
+
+void vm_sched_init(uv_loop_t *loop) {
+  uv_idle_init(loop, &g_idle);
+  g_idle_ready = 1;
+}
+
+void vm_sched_close(void) {
+  if (g_idle_ready) uv_close((uv_handle_t *)&g_idle, NULL);
+  g_idle_ready = 0;
+}
+
+/* ---- coroutines ---- */
+
+static co_t *co_create(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud) {
+  lua_State *L = vm->L;
+  co_t *co = calloc(1, sizeof *co);
+  if (!co) {
+    lua_pop(L, nargs + 1);
+    return NULL;
+  }
+  co->L = lua_newthread(L);
+  co->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_xmove(L, co->L, nargs + 1);
+  co->vm = vm;
+  co->kind = kind;
+  co->done = done;
+  co->ud = ud;
+  co->start_nargs = nargs;
+  co->next = vm->cos;
+  if (vm->cos) vm->cos->prev = co;
+  vm->cos = co;
+  vm_ref(vm);
+  return co;
+}
+
+static void co_free(co_t *co) {
+  vm_t *vm = co->vm;
+  if (co->wake != WAKE_NONE) ready_remove(co);
+  if (co->prev)
+    co->prev->next = co->next;
+  else
+    vm->cos = co->next;
+  if (co->next) co->next->prev = co->prev;
+  lua_settop(co->L, 0);
+  luaL_unref(vm->L, LUA_REGISTRYINDEX, co->ref);
+  free(co);
+  vm_unref(vm);
+}
+
+co_t *vm_spawn(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud) {
+  co_t *co = co_create(vm, kind, nargs, done, ud);
+  if (co) vm_resume(co, nargs);
+  return co;
+}
+
+co_t *vm_spawn_deferred(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud) {
+  co_t *co = co_create(vm, kind, nargs, done, ud);
+  if (co) ready_push(co, WAKE_START);
+  return co;
+}
+
+lua_State *vm_co_thread(co_t *co) {
+  return co->L;
+}
+
+vm_t *vm_co_vm(co_t *co) {
+  return co->vm;
+}
+
+void *vm_co_userdata(co_t *co) {
+  return co->ud;
+}
+
+co_t *vm_current(void) {
+  return g_current;
+}
+
+co_t *vm_check_yieldable(lua_State *L, const char *fname) {
+  co_t *co = g_current;
+  if (!co) {
+    luaL_error(L, "%s: can only wait inside a handler, task or timer (not while a module loads "
+                  "with require)",
+               fname);
+    return NULL;
+  }
+  if (co->cancelled && co->cancel_notified)
+    luaL_error(L, "%s: cancelled: %s (this task was stopped; return from it)", fname,
+               co->cancel_reason);
+  return co;
+}
+
+int vm_wait(lua_State *L, co_t *co, pending_t *p) {
+  if (co->cancelled) {
+    /* Stopped before it could wait: answer at once, and raise on the next attempt. */
+    p->cancel(p);
+    co->cancel_notified = 1;
+    lua_pushnil(L);
+    lua_pushfstring(L, "cancelled: %s", co->cancel_reason);
+    return 2;
+  }
+  p->co = co;
+  co->pending = p;
+  co->waiting = 1;
+  if (L == co->L) return lua_yield(L, 0);
+  /* Inside a user coroutine: the wrapped coroutine.resume sees this marker and yields the
+   * runtime coroutine too (see lua/chatgw/sandbox.lua). */
+  lua_pushlightuserdata(L, lib_yield_marker());
+  return lua_yield(L, 1);
+}
+
+void vm_wait_done(co_t *co) {
+  co->pending = NULL;
+  co->waiting = 0;
+}
+
+void vm_cancel(co_t *co, const char *reason) {
+  if (co->cancelled) return;
+  co->cancelled = 1;
+  snprintf(co->cancel_reason, sizeof co->cancel_reason, "%s", reason);
+  if (co->waiting) {
+    pending_t *p = co->pending;
+    co->pending = NULL;
+    co->waiting = 0;
+    if (p) p->cancel(p);
+    ready_push(co, WAKE_CANCEL);
+  }
+}
+
+void vm_resume(co_t *co, int nargs) {
+  co_t *saved = g_current;
+  g_current = co;
+  int status = lua_resume(co->L, nargs);
+  g_current = saved;
+  if (status == LUA_YIELD) {
+    lua_settop(co->L, 0); /* drop yielded values (the user-coroutine marker) */
+    /* A plain coroutine.yield() in the handler itself: give the loop a turn, then go on. */
+    if (!co->waiting) ready_push(co, WAKE_PLAIN);
+    return;
+  }
+  int ok = (status == 0);
+  if (!ok) {
+    const char *msg = lua_tostring(co->L, -1);
+    luaL_traceback(co->vm->L, co->L, msg ? msg : "(error object is not a string)", 0);
+    lua_xmove(co->vm->L, co->L, 1);
+  }
+  if (co->done) co->done(co, ok, co->ud);
+  co_free(co);
+}
+
+/* ---- chatgw.every timers ---- */
+
+static void every_close_cb(uv_handle_t *h) {
+  every_t *e = h->data;
+  vm_t *vm = e->vm;
+  luaL_unref(vm->L, LUA_REGISTRYINDEX, e->fn_ref);
+  free(e);
+  vm_unref(vm);
+}
+
+static void every_unlink_close(every_t *e) {
+  vm_t *vm = e->vm;
+  if (e->prev)
+    e->prev->next = e->next;
+  else
+    vm->everies = e->next;
+  if (e->next) e->next->prev = e->prev;
+  uv_timer_stop(&e->timer);
+  uv_close((uv_handle_t *)&e->timer, every_close_cb);
+}
+
+static every_t *every_find(vm_t *vm, int id) {
+  for (every_t *e = vm->everies; e; e = e->next)
+    if (e->id == id) return e;
+  return NULL;
+}
+
+static void every_tick_done(co_t *co, int ok, void *ud) {
+  every_t *e = every_find(co->vm, (int)(intptr_t)ud);
+  if (e) e->running = 0;
+  if (!ok) {
+    log_field_t f[] = {{"error", lua_tostring(co->L, -1), 0}};
+    log_write(LOG_ERROR, "chatgw.every: callback failed", f, 1);
+  }
+}
+
+static void every_tick(uv_timer_t *t) {
+  every_t *e = t->data;
+  if (e->running) {
+    log_debugf("chatgw.every: tick skipped, the previous one is still running");
+    return;
+  }
+  e->running = 1;
+  lua_rawgeti(e->vm->L, LUA_REGISTRYINDEX, e->fn_ref);
+  vm_spawn(e->vm, CO_BACKGROUND, 0, every_tick_done, (void *)(intptr_t)e->id);
+}
+
+int vm_every_start(lua_State *L, vm_t *vm, uint64_t interval_ms, int fn_index) {
+  every_t *e = calloc(1, sizeof *e);
+  if (!e) return luaL_error(L, "chatgw.every: out of memory");
+  e->vm = vm;
+  e->id = ++vm->next_every_id;
+  lua_pushvalue(L, fn_index);
+  e->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  uv_timer_init(g_rt.loop, &e->timer);
+  e->timer.data = e;
+  uv_timer_start(&e->timer, every_tick, interval_ms, interval_ms);
+  e->next = vm->everies;
+  if (vm->everies) vm->everies->prev = e;
+  vm->everies = e;
+  vm_ref(vm);
+  return e->id;
+}
+
+int vm_every_cancel(vm_t *vm, int id) {
+  every_t *e = every_find(vm, id);
+  if (!e) return 0;
+  every_unlink_close(e);
+  return 1;
+}
+
+/* ---- lifetime ---- */
+
+void vm_retire(vm_t *vm, const char *reason) {
+  if (vm->retired) return;
+  vm->retired = 1;
+  while (vm->everies) every_unlink_close(vm->everies);
+  for (co_t *co = vm->cos; co; co = co->next)
+    if (co->kind == CO_BACKGROUND) vm_cancel(co, reason);
+  vm_unref(vm);
+}
+
+void vm_destroy(vm_t *vm) {
+  vm_ref(vm); /* keep it alive while we tear its coroutines down */
+  if (!vm->retired) {
+    vm->retired = 1;
+    vm_unref(vm);
+  }
+  while (vm->everies) every_unlink_close(vm->everies);
+  while (vm->cos) {
+    co_t *co = vm->cos;
+    if (co->pending) {
+      pending_t *p = co->pending;
+      co->pending = NULL;
+      p->cancel(p);
+    }
+    if (co->kind == CO_REQUEST && co->ud) {
+      static const char body[] = "{\"ok\":false,\"error\":\"shutting_down\"}";
+      http_header_t h = {"Content-Type", 12, "application/json", 16};
+      http_request_respond(co->ud, 503, &h, 1, body, sizeof body - 1, NULL);
+    }
+    co_free(co);
+  }
+  vm_unref(vm);
+}
+
+/* ---- HTTP requests ---- */
+
+static void push_request(lua_State *L, http_request_t *req) {
+  lua_createtable(L, 0, 12);
+  lua_pushstring(L, req->method);
+  lua_setfield(L, -2, "method");
+  lua_pushstring(L, req->path);
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, req->query);
+  lua_setfield(L, -2, "query_string");
+  lua_createtable(L, 0, (int)req->nheaders);
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const http_header_t *h = &req->headers[i];
+    lua_pushlstring(L, h->name, h->name_len);
+    lua_rawget(L, -2);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlstring(L, h->name, h->name_len);
+      lua_pushlstring(L, h->value, h->value_len);
+    } else {
+      /* Repeated header: join the values as HTTP allows. */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, h->value, h->value_len);
+      lua_concat(L, 3);
+      lua_pushlstring(L, h->name, h->name_len);
+      lua_insert(L, -2);
+    }
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, req->body ? req->body : "", req->body_len);
+  lua_setfield(L, -2, "body");
+  lua_pushstring(L, req->remote_addr);
+  lua_setfield(L, -2, "remote_addr");
+  lua_pushinteger(L, req->remote_port);
+  lua_setfield(L, -2, "remote_port");
+  lua_pushstring(L, req->request_id);
+  lua_setfield(L, -2, "id");
+  lua_pushstring(L, req->listener);
+  lua_setfield(L, -2, "listener");
+}
+
+#define MAX_RESPONSE_HEADERS 32
+
+static void respond_internal_error(http_request_t *req) {
+  char body[256];
+  int n = snprintf(body, sizeof body,
+                   "{\"ok\":false,\"error\":\"internal_error\",\"request_id\":\"%s\"}",
+                   req->request_id);
+  http_header_t h = {"Content-Type", 12, "application/json", 16};
+  http_request_respond(req, 500, &h, 1, body, (size_t)n, NULL);
+}
+
+/* The dispatcher returns status, body (string), headers (table), route template. */
+static void request_done(co_t *co, int ok, void *ud) {
+  http_request_t *req = ud;
+  co->ud = NULL;
+  lua_State *T = co->L;
+  if (!ok) {
+    log_field_t f[] = {{"request_id", req->request_id, 0}, {"error", lua_tostring(T, -1), 0}};
+    log_write(LOG_ERROR, "request dispatcher failed", f, 2);
+    respond_internal_error(req);
+    return;
+  }
+  int status = (int)lua_tointeger(T, 1);
+  size_t blen = 0;
+  const char *body = lua_tolstring(T, 2, &blen);
+  const char *route = lua_tostring(T, 4);
+  if (status < 100 || status > 999 || !body) {
+    respond_internal_error(req);
+    return;
+  }
+  http_header_t hs[MAX_RESPONSE_HEADERS];
+  size_t nh = 0;
+  if (lua_istable(T, 3)) {
+    lua_pushnil(T);
+    while (lua_next(T, 3) != 0 && nh < MAX_RESPONSE_HEADERS) {
+      if (lua_type(T, -2) == LUA_TSTRING && lua_type(T, -1) == LUA_TSTRING) {
+        size_t kl, vl;
+        const char *k = lua_tolstring(T, -2, &kl);
+        const char *v = lua_tolstring(T, -1, &vl);
+        hs[nh++] = (http_header_t){k, kl, v, vl}; /* strings stay alive in the table */
+      }
+      lua_pop(T, 1);
+    }
+  }
+  http_request_respond(req, status, hs, nh, body, blen, route);
+}
+
+void vm_dispatch_request(vm_t *vm, http_request_t *req) {
+  lua_State *L = vm->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, vm->dispatch_ref);
+  push_request(L, req);
+  if (!vm_spawn(vm, CO_REQUEST, 1, request_done, req)) respond_internal_error(req);
+}

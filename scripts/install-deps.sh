@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs the Debian 12 packages chatgw needs to build, run and test. Idempotent: packages
+# already present are left alone and nothing is downloaded then.
+set -eu
+PKGS="build-essential cmake pkg-config libluajit2-5.1-dev libuv1-dev libcurl4-openssl-dev \
+libssl-dev libhttp-parser-dev lua-cjson lua-yaml python3 luajit2 ca-certificates"
+[ "${1:-}" = "--test" ] && PKGS="$PKGS procps"
+
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing:$missing"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing

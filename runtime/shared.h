@@ -41,7 +41,7 @@ int shared_add(shared_dict_t *d, const char *key, size_t klen, const shared_valu
                uint64_t ttl_ms, uint64_t now_ms, int *forcible);
 /* incr: numeric add. Absent key: uses init (if has_init) else returns -1 ("not found").
  * Existing non-number: -2 ("not a number"). On success 0 and *result set. The TTL of an
- * existing entry is kept; a new one gets init_ttl_ms. */
+ * existing entry is kept; a new one gets init_ttl_ms. -3: a new entry does not fit. */
 int shared_incr(shared_dict_t *d, const char *key, size_t klen, double by, int has_init,
                 double init, uint64_t init_ttl_ms, uint64_t now_ms, double *result);
 int shared_delete(shared_dict_t *d, const char *key, size_t klen); /* 1 deleted, 0 absent */

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import signal as _signals
 import socket
 import subprocess
 import tempfile
@@ -161,7 +162,7 @@ class Gateway:
     def signal(self, sig):
         os.kill(self.proc.pid, sig)
 
-    def stop(self, sig=signal.SIGTERM, timeout=20):
+    def stop(self, sig=_signals.SIGTERM, timeout=20):
         """Stops the process by PID; returns its exit code. Asserts no sanitizer report."""
         if self.proc is None:
             return None

@@ -6,6 +6,9 @@
 
 typedef struct vm vm_t;
 
+/* Registers every binding below into the chatgw table at chatgw_index (see lib.c). */
+void lib_register_all(lua_State *L, int chatgw_index, vm_t *vm);
+
 /* chatgw.sleep/spawn/every/now/env/log and the runtime's private helpers (chatgw._*). */
 void lib_core_register(lua_State *L, int chatgw_index, vm_t *vm);
 /* chatgw.shared(name [, opts]) */

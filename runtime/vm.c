@@ -114,9 +114,7 @@ vm_t *vm_new(char *err, size_t errlen) {
 
   lua_newtable(L); /* the chatgw table */
   int t = lua_gettop(L);
-  lib_core_register(L, t, vm);
-  lib_shared_register(L, t);
-  lib_metrics_register(L, t);
+  lib_register_all(L, t, vm);
   lua_setglobal(L, "chatgw");
 
   /* The runtime's Lua layer: sandbox, loader, router, dispatcher. */

@@ -191,6 +191,7 @@ static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
     return;
   }
   g_rt.vm = vm;
+  vm_activate(vm);
   log_field_t f[] = {{"version", CHATGW_VERSION, 0}, {"handlers", g_rt.handlers_dir, 0}};
   log_write(LOG_INFO, "ready", f, 2);
 }
@@ -254,6 +255,7 @@ static void reload_loaded(vm_t *vm, int ok, lua_State *T) {
   vm_t *old = g_rt.vm;
   g_rt.vm = vm;
   if (old) vm_retire(old, "reload");
+  vm_activate(vm);
   g_rt.reloads.last_error[0] = 0;
   reload_finished(1, NULL);
 }

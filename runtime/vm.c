@@ -22,6 +22,7 @@ struct co {
   int waiting;
   int cancelled;       /* told to stop (reload or shutdown) */
   int cancel_notified; /* it has already been handed "cancelled: ..." once */
+  int held;            /* spawned before its state was activated: waits in vm->held */
   char cancel_reason[32];
   wake_t wake; /* why it sits in the ready queue */
   int start_nargs;
@@ -34,6 +35,7 @@ struct co {
 typedef struct every {
   uv_timer_t timer;
   vm_t *vm;
+  uint64_t interval_ms;
   int id;
   int fn_ref;
   int running; /* a tick's coroutine is still running: the next tick is skipped */
@@ -49,6 +51,9 @@ struct vm {
   every_t *everies;
   int next_every_id;
   int dispatch_ref;
+  int active;     /* became current: background work may run */
+  co_t **held;    /* background coroutines spawned before activation */
+  size_t nheld, capheld;
   vm_t *all_prev, *all_next; /* every vm not yet closed */
 };
 
@@ -155,6 +160,7 @@ void vm_unref(vm_t *vm) {
   if (--vm->refs > 0) return;
   log_debugf("closing Lua state generation %llu", (unsigned long long)vm->gen);
   lua_close(vm->L);
+  free(vm->held);
   g_live_vms--;
   if (vm->all_prev)
     vm->all_prev->all_next = vm->all_next;
@@ -286,8 +292,52 @@ co_t *vm_spawn(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud) {
 
 co_t *vm_spawn_deferred(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud) {
   co_t *co = co_create(vm, kind, nargs, done, ud);
-  if (co) ready_push(co, WAKE_START);
+  if (!co) return NULL;
+  if (vm->active || kind != CO_BACKGROUND) {
+    ready_push(co, WAKE_START);
+    return co;
+  }
+  /* Not current yet (still loading, or `chatgw check`): start it on activation. */
+  if (vm->nheld == vm->capheld) {
+    size_t cap = vm->capheld ? vm->capheld * 2 : 8;
+    co_t **h = realloc(vm->held, cap * sizeof *h);
+    if (!h) {
+      co_free(co);
+      return NULL;
+    }
+    vm->held = h;
+    vm->capheld = cap;
+  }
+  co->held = 1;
+  vm->held[vm->nheld++] = co;
   return co;
+}
+
+static void every_tick(uv_timer_t *t);
+
+void vm_activate(vm_t *vm) {
+  if (vm->active || vm->retired) return;
+  vm->active = 1;
+  for (size_t i = 0; i < vm->nheld; i++) {
+    vm->held[i]->held = 0;
+    ready_push(vm->held[i], WAKE_START);
+  }
+  vm->nheld = 0;
+  for (every_t *e = vm->everies; e; e = e->next)
+    uv_timer_start(&e->timer, every_tick, e->interval_ms, e->interval_ms);
+}
+
+int vm_is_active(vm_t *vm) {
+  return vm->active;
+}
+
+/* Coroutines that never started are dropped without running. */
+static void drop_held(vm_t *vm) {
+  while (vm->nheld > 0) {
+    co_t *co = vm->held[--vm->nheld];
+    co->held = 0;
+    co_free(co);
+  }
 }
 
 lua_State *vm_co_thread(co_t *co) {
@@ -434,7 +484,8 @@ int vm_every_start(lua_State *L, vm_t *vm, uint64_t interval_ms, int fn_index) {
   e->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   uv_timer_init(g_rt.loop, &e->timer);
   e->timer.data = e;
-  uv_timer_start(&e->timer, every_tick, interval_ms, interval_ms);
+  e->interval_ms = interval_ms;
+  if (vm->active) uv_timer_start(&e->timer, every_tick, interval_ms, interval_ms);
   e->next = vm->everies;
   if (vm->everies) vm->everies->prev = e;
   vm->everies = e;
@@ -455,6 +506,7 @@ void vm_retire(vm_t *vm, const char *reason) {
   if (vm->retired) return;
   vm->retired = 1;
   while (vm->everies) every_unlink_close(vm->everies);
+  drop_held(vm);
   for (co_t *co = vm->cos; co; co = co->next)
     if (co->kind == CO_BACKGROUND) vm_cancel(co, reason);
   vm_unref(vm);
@@ -467,6 +519,7 @@ void vm_destroy(vm_t *vm) {
     vm_unref(vm);
   }
   while (vm->everies) every_unlink_close(vm->everies);
+  drop_held(vm);
   while (vm->cos) {
     co_t *co = vm->cos;
     if (co->pending) {

@@ -39,6 +39,11 @@ vm_t *vm_new(char *err, size_t errlen);
 lua_State *vm_state(vm_t *vm);
 uint64_t vm_generation(vm_t *vm);
 int vm_is_retired(vm_t *vm);
+/* Make vm the one that runs background work: tasks spawned and timers started while it was
+ * loading (not yet current) start now. A state never activated (failed reload, `chatgw
+ * check`) never runs them. */
+void vm_activate(vm_t *vm);
+int vm_is_active(vm_t *vm);
 void vm_ref(vm_t *vm);
 void vm_unref(vm_t *vm);
 /* Retire: cancel background coroutines and timers ("cancelled: reload"), drop the current
@@ -54,8 +59,8 @@ void vm_destroy_all(void); /* vms not yet closed (current + retired) */
  * below... precisely: push function then nargs args on vm_state(vm), then call. The
  * coroutine is resumed at once (from the loop, never from inside another resume). */
 co_t *vm_spawn(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud);
-/* Like vm_spawn, but the first resume happens on the next loop iteration. Safe to call from
- * inside a running coroutine. */
+/* Like vm_spawn, but the first resume happens on the next loop iteration (for CO_BACKGROUND
+ * on a state not yet activated: at activation). Safe to call from inside a coroutine. */
 co_t *vm_spawn_deferred(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud);
 lua_State *vm_co_thread(co_t *co);
 vm_t *vm_co_vm(co_t *co);

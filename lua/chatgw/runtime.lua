@@ -37,6 +37,27 @@ local M = { handlers = {}, routers = {} }
 M.register_handler_key = loader.register_key
 M.register_config_section = config.register_section
 
+-- Health contributors (later modules: supervised loops, channels, ...): name -> fn() returning
+-- a table with at least `status` ("ok" or "degraded"). Shown under `checks` in verbose health;
+-- any "degraded" makes the overall status "degraded".
+local health_checks, health_order = {}, {}
+function M.register_health(name, fn)
+  if not health_checks[name] then health_order[#health_order + 1] = name end
+  health_checks[name] = fn
+end
+
+local function run_health_checks()
+  local checks, status = nil, "ok"
+  for _, name in ipairs(health_order) do
+    local ok, r = pcall(health_checks[name])
+    if not ok then r = { status = "degraded", error = tostring(r) } end
+    checks = checks or {}
+    checks[name] = r
+    if type(r) == "table" and r.status == "degraded" then status = "degraded" end
+  end
+  return status, checks
+end
+
 local JSON_CT = "application/json"
 local TEXT_CT = "text/plain; charset=utf-8"
 
@@ -51,14 +72,19 @@ end
 -- ---- built-in routes ----
 
 local function health(req)
-  if req.query.verbose ~= "1" and req.query.verbose ~= "true" then return { ok = true } end
+  local status, checks = run_health_checks()
+  if req.query.verbose ~= "1" and req.query.verbose ~= "true" then
+    if status == "ok" then return { ok = true } end
+    return { ok = true, status = status }
+  end
   local info = chatgw._runtime_info()
   local handlers = {}
   for i, h in ipairs(M.handlers) do handlers[i] = { name = h.name, file = h.file } end
   if #handlers == 0 then handlers = json.empty_array end
   return {
     ok = true,
-    status = "ok",
+    status = status,
+    checks = checks,
     version = info.version,
     uptime_s = info.uptime_s,
     started_at = info.started_at,

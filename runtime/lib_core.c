@@ -284,10 +284,9 @@ static int l_auth(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
+  unsigned char a[SHA256_DIGEST_LENGTH];
   SHA256((const unsigned char *)h + 7, len - 7, a);
-  SHA256((const unsigned char *)g_rt.token, strlen(g_rt.token), b);
-  lua_pushboolean(L, CRYPTO_memcmp(a, b, sizeof a) == 0);
+  lua_pushboolean(L, CRYPTO_memcmp(a, g_rt.token_digest, sizeof a) == 0);
   return 1;
 }
 

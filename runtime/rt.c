@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
-#include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,6 +190,7 @@ static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
     finish_exit();
     return;
   }
+  SHA256((const unsigned char *)g_rt.token, strlen(g_rt.token), g_rt.token_digest);
   g_rt.vm = vm;
   vm_activate(vm);
   log_field_t f[] = {{"version", CHATGW_VERSION, 0}, {"handlers", g_rt.handlers_dir, 0}};

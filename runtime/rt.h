@@ -49,6 +49,7 @@ typedef struct rt {
   char lua_dir[1024];   /* directory holding the chatgw Lua layer */
   char token[256];      /* the bearer token for the API */
   char token_source[1100]; /* "env" or the path of the generated token file */
+  unsigned char token_digest[32]; /* SHA-256 of token: bearer checks compare digests */
   double started_wall;  /* wall clock seconds at start */
   uint64_t started_ms;  /* uv_now at start */
   rt_reload_stats_t reloads;

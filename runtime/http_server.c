@@ -1018,7 +1018,8 @@ static void on_timer(uv_timer_t *t) {
     }
     conn_process(c); /* resume after a keep-alive response */
     conn_eof_check(c);
-    if (c->closing || c->state != S_IDLE) break;
+    /* A synchronous answer inside conn_process re-armed the 0 ms resume: keep it. */
+    if (c->closing || c->state != S_IDLE || c->resume) break;
     if (c->len == 0 && c->cap > CONN_BUF_KEEP) {
       free(c->buf);
       c->buf = NULL;

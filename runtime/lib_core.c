@@ -66,6 +66,7 @@ static int l_sleep(lua_State *L) {
   op->base.cancel = sleep_cancel;
   uv_timer_init(g_rt.loop, &op->timer);
   op->timer.data = op;
+  uv_update_time(g_rt.loop); /* the cached loop time may be stale after Lua work */
   uv_timer_start(&op->timer, sleep_fire, (uint64_t)ceil(ms), 0);
   return vm_wait(L, co, &op->base);
 }

@@ -123,6 +123,19 @@ static void http_closed(void *ud) {
   close_loop_handles();
 }
 
+static void finish_exit(void);
+
+static void exit_timer_cb(uv_timer_t *t) {
+  (void)t;
+  finish_exit();
+}
+
+/* Exit from inside a coroutine callback: the states are destroyed on the next loop turn,
+ * never under a running resume. */
+static void schedule_exit(void) {
+  uv_timer_start(&g_drain_timer, exit_timer_cb, 0, 0);
+}
+
 static void finish_exit(void) {
   if (g_rt.http) {
     http_server_close(g_rt.http, http_closed, NULL);
@@ -162,7 +175,7 @@ static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
             g_rt.check_only ? "check" : "start");
     g_rt.exit_code = 1;
     vm_retire(vm, "boot failed");
-    finish_exit();
+    schedule_exit();
     return;
   }
   char err[1024];
@@ -170,13 +183,13 @@ static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
     fprintf(stderr, "%s\n", err);
     g_rt.exit_code = 1;
     vm_retire(vm, "boot failed");
-    finish_exit();
+    schedule_exit();
     return;
   }
   if (g_rt.check_only) {
     fprintf(stderr, "chatgw check: OK\n");
     vm_retire(vm, "check done");
-    finish_exit();
+    schedule_exit();
     return;
   }
   settings_apply_runtime(&g_rt.settings);
@@ -187,7 +200,7 @@ static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
     fprintf(stderr, "chatgw: %s\n", err);
     g_rt.exit_code = 1;
     vm_retire(vm, "boot failed");
-    finish_exit();
+    schedule_exit();
     return;
   }
   SHA256((const unsigned char *)g_rt.token, strlen(g_rt.token), g_rt.token_digest);

@@ -272,6 +272,12 @@ static co_t *co_create(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, voi
 
 static void co_free(co_t *co) {
   vm_t *vm = co->vm;
+  if (co->pending) { /* ended with a wait registered whose yield never happened */
+    pending_t *p = co->pending;
+    co->pending = NULL;
+    co->waiting = 0;
+    p->cancel(p);
+  }
   if (co->wake != WAKE_NONE) ready_remove(co);
   if (co->prev)
     co->prev->next = co->next;
@@ -371,6 +377,19 @@ co_t *vm_check_yieldable(lua_State *L, const char *fname) {
 }
 
 int vm_wait(lua_State *L, co_t *co, pending_t *p) {
+  if (co->pending) {
+    /* A previous wait never yielded (its yield raised and the error was caught): drop it. */
+    pending_t *old = co->pending;
+    co->pending = NULL;
+    co->waiting = 0;
+    old->cancel(old);
+  }
+  if (!lua_isyieldable(L) || (L != co->L && !lua_isyieldable(co->L))) {
+    p->cancel(p);
+    return luaL_error(L, "cannot wait here: attempt to yield across C-call boundary (inside a "
+                         "table.sort comparator, string.gsub callback, metamethod or iterator); "
+                         "move the wait out of the callback");
+  }
   if (co->cancelled) {
     /* Stopped before it could wait: answer at once, and raise on the next attempt. */
     p->cancel(p);
@@ -485,6 +504,7 @@ int vm_every_start(lua_State *L, vm_t *vm, uint64_t interval_ms, int fn_index) {
   uv_timer_init(g_rt.loop, &e->timer);
   e->timer.data = e;
   e->interval_ms = interval_ms;
+  uv_update_time(g_rt.loop);
   if (vm->active) uv_timer_start(&e->timer, every_tick, interval_ms, interval_ms);
   e->next = vm->everies;
   if (vm->everies) vm->everies->prev = e;

@@ -40,20 +40,22 @@ typedef struct {
 void http_limits_default(http_limits_t *l);
 
 struct http_request {
-  const char *method;      /* "GET", "POST", ... */
-  const char *path;        /* raw path without query, e.g. "/v1/items/42" */
-  const char *query;       /* raw query without '?', "" when none */
-  http_header_t *headers;  /* in arrival order; repeated headers appear repeatedly */
+  const char *method;     /* "GET", "POST", ... */
+  const char *path;       /* raw path without query, e.g. "/v1/items/42" */
+  const char *query;      /* raw query without '?', "" when none */
+  http_header_t *headers; /* in arrival order; repeated headers appear repeatedly */
   size_t nheaders;
-  const char *body;        /* de-chunked; NUL-terminated; body_len 0 when none */
+  const char *body; /* de-chunked; NUL-terminated; body_len 0 when none */
   size_t body_len;
   const char *remote_addr; /* peer IP as text, "127.0.0.1" or "::1" */
   int remote_port;
-  const char *listener;    /* name of the listener it arrived on, e.g. "main" */
-  const char *request_id;  /* from X-Request-Id if 1..128 chars of [A-Za-z0-9._:-], else generated */
-  uint64_t start_ns;       /* uv_hrtime() when the request started arriving */
-  int is_head;             /* HEAD: the consumer answers as for GET; the server drops the body */
-  void *user;              /* free for the consumer */
+  const char *listener;   /* name of the listener it arrived on, e.g. "main" */
+  const char *request_id; /* from X-Request-Id if 1..128 chars of [A-Za-z0-9._:-], else generated */
+  uint64_t start_ns;      /* uv_hrtime() when the request started arriving */
+  int is_head;            /* HEAD: the consumer answers as for GET; the server drops the body */
+  void *user;             /* free for the consumer */
+  int upgrade;            /* http-parser saw `Connection: upgrade` + `Upgrade:` (see
+                             http_request_upgrade); the connection closes after a normal answer */
 };
 
 /* Called once per complete request. */
@@ -78,6 +80,17 @@ int http_server_has_listener(http_server_t *s, const char *name);
 void http_request_respond(http_request_t *req, int status, const http_header_t *headers,
                           size_t nheaders, const char *body, size_t body_len, const char *route);
 int http_request_aborted(const http_request_t *req); /* 1 if the connection is gone */
+
+/* Protocol switch (WebSocket) for a request with req->upgrade set: instead of answering it, take
+ * its connection's socket. On success (0) `tcp` (caller-allocated, not initialised) is a
+ * uv_tcp_t on the server's loop owning a duplicate of the socket, not reading; *rest (malloc'd,
+ * or NULL when *rest_len is 0; the caller frees it) holds the bytes the client sent after the
+ * request (they belong to the new protocol); the request is logged with status 101 and `route`
+ * and freed; the HTTP connection is closed (the socket stays open through the duplicate). The
+ * caller writes the 101 response itself. On failure (-1: the connection is gone, a response is
+ * still being written, or dup/open failed) nothing changed and the caller answers req as usual. */
+int http_request_upgrade(http_request_t *req, uv_tcp_t *tcp, char **rest, size_t *rest_len,
+                         const char *route);
 
 /* Graceful stop: close listeners, close idle keep-alive connections now, and close each busy
  * connection after its current response (Connection: close). */

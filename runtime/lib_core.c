@@ -97,7 +97,8 @@ static int l_spawn(lua_State *L) {
     lua_xmove(L, M, nargs + 1);
   } else {
     lua_checkstack(M, nargs + 1);
-    for (int i = 1; i <= nargs + 1; i++) lua_pushvalue(M, i);
+    for (int i = 1; i <= nargs + 1; i++)
+      lua_pushvalue(M, i);
   }
   if (!vm_spawn_deferred(vm, CO_BACKGROUND, nargs, spawn_done, NULL))
     return luaL_error(L, "chatgw.spawn: out of memory");
@@ -382,7 +383,7 @@ void lib_core_register(lua_State *L, int t, vm_t *vm) {
     lua_pushcclosure(L, r->func, 1);
     lua_setfield(L, t, r->name);
   }
-  static const luaL_Reg plain[] = {{"sleep", l_sleep}, {"now", l_now},         {"time", l_time},
+  static const luaL_Reg plain[] = {{"sleep", l_sleep}, {"now", l_now},          {"time", l_time},
                                    {"_auth", l_auth},  {"_listdir", l_listdir}, {NULL, NULL}};
   for (const luaL_Reg *r = plain; r->name; r++) {
     lua_pushcfunction(L, r->func);

@@ -121,7 +121,8 @@ void log_write(log_level_t level, const char *msg, const log_field_t *fields, si
     char upper[8];
     const char *n = log_level_name(level);
     size_t i = 0;
-    for (; n[i] && i < sizeof upper - 1; i++) upper[i] = (char)(n[i] - 32);
+    for (; n[i] && i < sizeof upper - 1; i++)
+      upper[i] = (char)(n[i] - 32);
     upper[i] = 0;
     fprintf(f, "%s %-5s %s", ts, upper, msg ? msg : "");
     for (size_t j = 0; j < nfields; j++) {

@@ -17,7 +17,7 @@ typedef struct {
   int is_raw;
 } log_field_t;
 
-void log_init(void);                           /* decides JSON or text from isatty(2) */
+void log_init(void); /* decides JSON or text from isatty(2) */
 void log_set_level(log_level_t level);
 log_level_t log_get_level(void);
 int log_level_parse(const char *name, log_level_t *out); /* "debug".."error": 0, else -1 */

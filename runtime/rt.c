@@ -352,8 +352,7 @@ static void on_stop_signal(uv_signal_t *h, int sig) {
 
 /* ---- entry ---- */
 
-int rt_run(const char *handlers_dir, const char *config_path, int config_explicit,
-           int check_only) {
+int rt_run(const char *handlers_dir, const char *config_path, int config_explicit, int check_only) {
   memset(&g_rt, 0, sizeof g_rt);
   signal(SIGPIPE, SIG_IGN);
   log_init();
@@ -371,8 +370,8 @@ int rt_run(const char *handlers_dir, const char *config_path, int config_explici
 
   metrics_init();
   const char *lbl[] = {"result"};
-  g_m_reloads = metrics_counter("chatgw_reloads_total", "Reloads by result (ok, failed).", lbl,
-                                1, NULL);
+  g_m_reloads =
+      metrics_counter("chatgw_reloads_total", "Reloads by result (ok, failed).", lbl, 1, NULL);
   vm_sched_init(g_rt.loop);
   uv_signal_init(g_rt.loop, &g_sighup);
   uv_signal_init(g_rt.loop, &g_sigterm);

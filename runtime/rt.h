@@ -30,10 +30,10 @@ typedef struct {
 } rt_settings_t;
 
 typedef struct {
-  uint64_t count;      /* reloads attempted and finished (ok or failed) */
+  uint64_t count; /* reloads attempted and finished (ok or failed) */
   uint64_t ok;
   uint64_t failed;
-  double last_time;    /* wall clock seconds of the last finished reload, 0 if none */
+  double last_time; /* wall clock seconds of the last finished reload, 0 if none */
   int last_ok;
   char last_error[4096]; /* problems of the last failed reload, "file:line: message" lines */
 } rt_reload_stats_t;
@@ -41,22 +41,22 @@ typedef struct {
 typedef struct rt {
   uv_loop_t *loop;
   http_server_t *http;
-  vm_t *vm;             /* the current Lua state: new requests go here */
+  vm_t *vm; /* the current Lua state: new requests go here */
   rt_settings_t settings;
   char handlers_dir[1024];
   char config_path[1024];
   int config_path_explicit;
-  char lua_dir[1024];   /* directory holding the chatgw Lua layer */
-  char token[256];      /* the bearer token for the API */
-  char token_source[1100]; /* "env" or the path of the generated token file */
+  char lua_dir[1024];             /* directory holding the chatgw Lua layer */
+  char token[256];                /* the bearer token for the API */
+  char token_source[1100];        /* "env" or the path of the generated token file */
   unsigned char token_digest[32]; /* SHA-256 of token: bearer checks compare digests */
-  double started_wall;  /* wall clock seconds at start */
-  uint64_t started_ms;  /* uv_now at start */
+  double started_wall;            /* wall clock seconds at start */
+  uint64_t started_ms;            /* uv_now at start */
   rt_reload_stats_t reloads;
-  int reloading;        /* a reload is in progress */
-  int reload_again;     /* a SIGHUP arrived during the reload */
-  int stopping;         /* SIGTERM/SIGINT seen */
-  int check_only;       /* chatgw check */
+  int reloading;    /* a reload is in progress */
+  int reload_again; /* a SIGHUP arrived during the reload */
+  int stopping;     /* SIGTERM/SIGINT seen */
+  int check_only;   /* chatgw check */
   int exit_code;
 } rt_t;
 
@@ -67,9 +67,6 @@ uint64_t rt_now_ms(void);
 /* Wall clock seconds with sub-second precision. */
 double rt_wall_time(void);
 
-
-
 /* Runs the whole program: boot, serve until stopped. Returns the process exit code. */
-int rt_run(const char *handlers_dir, const char *config_path, int config_explicit,
-           int check_only);
+int rt_run(const char *handlers_dir, const char *config_path, int config_explicit, int check_only);
 #endif

@@ -45,8 +45,8 @@ int shared_add(shared_dict_t *d, const char *key, size_t klen, const shared_valu
 int shared_incr(shared_dict_t *d, const char *key, size_t klen, double by, int has_init,
                 double init, uint64_t init_ttl_ms, uint64_t now_ms, double *result);
 int shared_delete(shared_dict_t *d, const char *key, size_t klen); /* 1 deleted, 0 absent */
-void shared_flush(shared_dict_t *d);                                 /* drop all entries */
-size_t shared_count(shared_dict_t *d, uint64_t now_ms); /* live (unexpired) entries */
+void shared_flush(shared_dict_t *d);                               /* drop all entries */
+size_t shared_count(shared_dict_t *d, uint64_t now_ms);            /* live (unexpired) entries */
 size_t shared_bytes_used(shared_dict_t *d);
 size_t shared_max_bytes(shared_dict_t *d);
 /* Calls fn for up to max live keys (0 = all), most recently used first. */

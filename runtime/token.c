@@ -16,8 +16,9 @@ int data_dir_prepare(const char *dir, char *err, size_t errlen) {
   char path[1024];
   snprintf(path, sizeof path, "%s", dir);
   size_t len = strlen(path);
-  while (len > 1 && path[len - 1] == '/') path[--len] = 0;
-  for (char *p = path + 1; ; p++) {
+  while (len > 1 && path[len - 1] == '/')
+    path[--len] = 0;
+  for (char *p = path + 1;; p++) {
     if (*p == '/' || *p == 0) {
       char c = *p;
       *p = 0;
@@ -67,8 +68,8 @@ int token_setup(const char *data_dir, char *token, size_t tlen, char *source, si
   if (read_token_file(path, token, tlen) == 0) {
     struct stat st;
     if (stat(path, &st) == 0 && (st.st_mode & 077))
-      log_warnf("token file %s is readable by others (mode %03o); chmod 600 it",
-                path, (unsigned)(st.st_mode & 0777));
+      log_warnf("token file %s is readable by others (mode %03o); chmod 600 it", path,
+                (unsigned)(st.st_mode & 0777));
     log_infof("CHAT_GATEWAY_TOKEN is not set: using the token stored in %s", path);
     return 0;
   }
@@ -81,7 +82,8 @@ int token_setup(const char *data_dir, char *token, size_t tlen, char *source, si
     snprintf(err, errlen, "token buffer too small");
     return -1;
   }
-  for (size_t i = 0; i < sizeof raw; i++) snprintf(token + 2 * i, 3, "%02x", raw[i]);
+  for (size_t i = 0; i < sizeof raw; i++)
+    snprintf(token + 2 * i, 3, "%02x", raw[i]);
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
     snprintf(err, errlen, "cannot create token file %s: %s", path, strerror(errno));

@@ -51,8 +51,8 @@ struct vm {
   every_t *everies;
   int next_every_id;
   int dispatch_ref;
-  int active;     /* became current: background work may run */
-  co_t **held;    /* background coroutines spawned before activation */
+  int active;  /* became current: background work may run */
+  co_t **held; /* background coroutines spawned before activation */
   size_t nheld, capheld;
   vm_t *all_prev, *all_next; /* every vm not yet closed */
 };
@@ -173,13 +173,16 @@ void vm_unref(vm_t *vm) {
 void vm_destroy_all(void) {
   /* vm_destroy may free a vm: work from a snapshot of the list. */
   size_t n = 0;
-  for (vm_t *v = g_all_vms; v; v = v->all_next) n++;
+  for (vm_t *v = g_all_vms; v; v = v->all_next)
+    n++;
   if (!n) return;
   vm_t **all = calloc(n, sizeof *all);
   if (!all) return;
   n = 0;
-  for (vm_t *v = g_all_vms; v; v = v->all_next) all[n++] = v;
-  for (size_t i = 0; i < n; i++) vm_destroy(all[i]);
+  for (vm_t *v = g_all_vms; v; v = v->all_next)
+    all[n++] = v;
+  for (size_t i = 0; i < n; i++)
+    vm_destroy(all[i]);
   free(all);
 }
 
@@ -215,7 +218,8 @@ static void on_idle(uv_idle_t *h) {
   /* Resume as many as are queued now; what gets queued meanwhile waits for the next turn,
    * so a coroutine that keeps yielding cannot starve the loop. */
   size_t n = 0;
-  for (co_t *c = g_ready_head; c; c = c->ready_next) n++;
+  for (co_t *c = g_ready_head; c; c = c->ready_next)
+    n++;
   while (n-- > 0 && g_ready_head) {
     co_t *co = g_ready_head;
     g_ready_head = co->ready_next;
@@ -365,8 +369,9 @@ co_t *vm_current(void) {
 co_t *vm_check_yieldable(lua_State *L, const char *fname) {
   co_t *co = g_current;
   if (!co) {
-    luaL_error(L, "%s: can only wait inside a handler, task or timer (not while a module loads "
-                  "with require)",
+    luaL_error(L,
+               "%s: can only wait inside a handler, task or timer (not while a module loads "
+               "with require)",
                fname);
     return NULL;
   }
@@ -525,7 +530,8 @@ int vm_every_cancel(vm_t *vm, int id) {
 void vm_retire(vm_t *vm, const char *reason) {
   if (vm->retired) return;
   vm->retired = 1;
-  while (vm->everies) every_unlink_close(vm->everies);
+  while (vm->everies)
+    every_unlink_close(vm->everies);
   drop_held(vm);
   for (co_t *co = vm->cos; co; co = co->next)
     if (co->kind == CO_BACKGROUND) vm_cancel(co, reason);
@@ -538,7 +544,8 @@ void vm_destroy(vm_t *vm) {
     vm->retired = 1;
     vm_unref(vm);
   }
-  while (vm->everies) every_unlink_close(vm->everies);
+  while (vm->everies)
+    every_unlink_close(vm->everies);
   drop_held(vm);
   while (vm->cos) {
     co_t *co = vm->cos;

@@ -1,0 +1,332 @@
+-- chatgw.supervise{name, module, run = fn, lock = name}: long-lived loops (channel adapters,
+-- pollers) restarted with backoff when they fail or return, behind a circuit breaker and an
+-- hourly restart cap; optionally only while this process holds a lock (one instance per
+-- channel). Also installs chatgw.exec (lua/chatgw/exec.lua) and the loops' health check.
+--
+-- Each loop runs inside its own background coroutine (chatgw.spawn), so a reload cancels it
+-- with the rest of the retired state ("cancelled: reload" at its next wait) before the new
+-- state starts its own copy; at shutdown the loops are cancelled ("cancelled: shutdown") and
+-- given up to shutdown.drain_timeout_ms to return. Per-loop state lives in this state: a
+-- reload starts every loop afresh (backoff, circuit, hourly budget); the process-wide count of
+-- restarts is the metric chatgw_supervise_restarts_total.
+local chatgw = chatgw
+local limits = require "chatgw.limits"
+require "chatgw.exec"
+
+local type, pairs, ipairs, tostring, error, xpcall, pcall = type, pairs, ipairs, tostring, error, xpcall, pcall
+local traceback, floor, min, max = debug.traceback, math.floor, math.min, math.max
+
+local M = {}
+
+local BACKOFF_MS = { 1000, 2000, 5000, 10000, 30000 } -- fixed; capped at the last step
+local JITTER_MS = 250
+local HOUR_MS = 3600 * 1000
+
+M.BACKOFF_MS, M.JITTER_MS = BACKOFF_MS, JITTER_MS
+
+-- chatgw_supervise_state values.
+local STATE_CODE = { stopped = 0, running = 1, backoff = 2, circuit_open = 3, failed = 4,
+                     waiting_lock = 5, starting = 6 }
+M.STATE_CODE = STATE_CODE
+-- A loop in one of these states is down: /health turns "degraded".
+local DOWN = { backoff = true, circuit_open = true, failed = true }
+
+local m_restarts = chatgw.metrics.counter{ name = "chatgw_supervise_restarts_total",
+  help = "Restarts of supervised loops (chatgw.supervise).", labels = { "name" } }
+local m_state = chatgw.metrics.gauge{ name = "chatgw_supervise_state",
+  help = "Supervised loop state: 0 stopped, 1 running, 2 backoff, 3 circuit open, "
+      .. "4 failed (stopped for good), 5 waiting for its lock, 6 starting.", labels = { "name" } }
+
+local loops, order = {}, {} -- this state's loops, by name and in declaration order
+local runtime               -- chatgw.runtime, set by install()
+local health_registered = false
+
+local NAME_PATTERN = "^[a-z0-9][a-z0-9_.-]*$"
+local LOCK_PATTERN = "^[a-z0-9_-]+$"
+local SPEC_KEYS = { name = true, module = true, run = true, lock = true }
+
+local function set_state(st, state)
+  st.state = state
+  m_state:set({ name = st.name }, STATE_CODE[state])
+end
+
+local function stopping(st)
+  return st.stop_reason ~= nil or chatgw._is_retired()
+end
+
+-- chatgw.sleep that never raises: false when the loop was cancelled.
+local function sleep(ms)
+  local ok, r = pcall(chatgw.sleep, ms)
+  return ok and r == true
+end
+
+-- 0..JITTER_MS from the clock's low digits: no effect on math.random's sequence.
+local function jitter()
+  return floor((chatgw.now() * 1000) % (JITTER_MS + 1))
+end
+
+local function prune(history, now)
+  local keep = {}
+  for _, t in ipairs(history) do
+    if now - t < HOUR_MS then keep[#keep + 1] = t end
+  end
+  return keep
+end
+
+local function fields(st, extra)
+  local f = { name = st.name, module = st.module, lock = st.lock }
+  for k, v in pairs(extra or {}) do f[k] = v end
+  return f
+end
+
+local function wait_for_lock(st, s)
+  local logged = false
+  while true do
+    if stopping(st) then return false end
+    local ok, err = chatgw.lock(st.lock)
+    if ok then
+      st.lock_state, st.lock_error = "held", nil
+      if logged then chatgw.log.info("supervised loop got its lock", fields(st)) end
+      return true
+    end
+    st.lock_state, st.lock_error = ok == false and "waiting" or "error", err
+    set_state(st, "waiting_lock")
+    st.next_start_at = chatgw.time() + s.lock_retry_ms / 1000
+    st.next_start_mono = chatgw.now() + s.lock_retry_ms
+    if not logged then
+      chatgw.log.info("supervised loop waits for its lock", fields(st, { error = err, retry_ms = s.lock_retry_ms }))
+      logged = true
+    end
+    if not sleep(s.lock_retry_ms) then return false end
+  end
+end
+
+local function main(st, run)
+  local s = limits.resolve("supervise", st.module, chatgw.config)
+  st.settings = s
+  local scale = s.CHATGW_SUPERVISE_BACKOFF_SCALE or 1
+  if st.lock and not wait_for_lock(st, s) then return end
+  while not stopping(st) do
+    st.runs = st.runs + 1
+    st.started_at, st.run_started_mono = chatgw.time(), chatgw.now()
+    st.next_start_at, st.next_start_mono = nil, nil
+    set_state(st, "running")
+    if st.runs == 1 then
+      chatgw.log.info("supervised loop started", fields(st))
+    else
+      chatgw.log.info("supervised loop restarted", fields(st, { restarts = st.restarts }))
+    end
+    local ok, err = xpcall(run, traceback, { name = st.name, module = st.module, attempt = st.runs })
+    local ran = chatgw.now() - st.run_started_mono
+    st.run_started_mono = nil
+    if stopping(st) then return end
+
+    -- It failed or returned: restart after a backoff, unless the budget is spent.
+    st.failures = (ran >= s.reset_ms) and 1 or st.failures + 1
+    st.last_error = ok and "returned" or tostring(err)
+    st.last_error_at = chatgw.time()
+    chatgw.log.warn(ok and "supervised loop returned" or "supervised loop failed",
+      fields(st, { error = st.last_error, consecutive_failures = st.failures, ran_ms = floor(ran) }))
+    local now = chatgw.now()
+    st.history = prune(st.history, now)
+    if #st.history >= s.max_restarts_per_hour then
+      set_state(st, "failed")
+      chatgw.log.error("supervised loop stopped for good: restart limit reached",
+        fields(st, { restarts_last_hour = #st.history, max_restarts_per_hour = s.max_restarts_per_hour,
+                     last_error = st.last_error }))
+      return
+    end
+    local delay
+    if st.failures >= s.circuit_open_after then
+      delay = s.circuit_open_ms
+      set_state(st, "circuit_open")
+      chatgw.log.warn("supervised loop circuit open: pausing",
+        fields(st, { consecutive_failures = st.failures, open_ms = delay }))
+    else
+      delay = (BACKOFF_MS[min(st.failures, #BACKOFF_MS)] + jitter()) * scale
+      set_state(st, "backoff")
+    end
+    st.next_start_at = chatgw.time() + delay / 1000
+    st.next_start_mono = now + delay
+    if not sleep(delay) then return end
+    if stopping(st) then return end
+    st.history[#st.history + 1] = chatgw.now()
+    st.restarts = st.restarts + 1
+    m_restarts:inc({ name = st.name }, 1)
+  end
+end
+
+local function supervisor(st, run)
+  st.co = chatgw._co_self()
+  local ok, err = pcall(main, st, run)
+  st.co = nil -- the handle is only valid while this coroutine runs
+  st.next_start_at, st.next_start_mono = nil, nil
+  if not ok then
+    st.last_error = tostring(err)
+    set_state(st, "failed")
+    chatgw.log.error("supervisor failed", fields(st, { error = st.last_error }))
+  elseif st.state ~= "failed" then
+    set_state(st, "stopped")
+    chatgw.log.info("supervised loop stopped", fields(st, { reason = st.stop_reason or "reload" }))
+  end
+  st.done = true
+end
+
+-- ---- status ----
+
+local function status(st)
+  local now = chatgw.now()
+  local s = st.settings
+  local failures = st.failures
+  if st.state == "running" and s and st.run_started_mono and now - st.run_started_mono >= s.reset_ms then
+    failures = 0
+  end
+  local last_hour = #prune(st.history, now)
+  return {
+    name = st.name,
+    module = st.module,
+    state = st.state,
+    running = st.state == "running",
+    restarts = st.restarts,
+    restarts_last_hour = last_hour,
+    restarts_total = m_restarts:value({ name = st.name }),
+    consecutive_failures = failures,
+    last_error = st.last_error,
+    last_error_at = st.last_error_at,
+    started_at = st.started_at,
+    next_start_at = st.next_start_at,
+    next_start_in_ms = st.next_start_mono and max(0, floor(st.next_start_mono - now)) or nil,
+    lock = st.lock,
+    lock_state = st.lock_state,
+    lock_error = st.lock_error,
+  }
+end
+
+local function is_down(st)
+  if DOWN[st.state] then return true end
+  return st.state == "waiting_lock" and st.lock_state == "error"
+end
+
+function M.health()
+  local out, status_ = {}, "ok"
+  for _, name in ipairs(order) do
+    local st = loops[name]
+    out[name] = status(st)
+    if is_down(st) then status_ = "degraded" end
+  end
+  return { status = status_, loops = out }
+end
+
+local function ensure_health()
+  if health_registered or not runtime then return end
+  health_registered = true
+  runtime.register_health("loops", M.health)
+end
+
+-- ---- the API ----
+
+local function check_module(module, fname)
+  if module == nil then return nil end
+  if type(module) ~= "string" or #module > limits.MODULE_MAX_LEN or not module:find(limits.MODULE_PATTERN) then
+    error(("%s: module must match [a-z][a-z0-9_]* (at most %d characters), got %s")
+      :format(fname, limits.MODULE_MAX_LEN, type(module) == "string" and ("'" .. module .. "'") or type(module)), 3)
+  end
+  return module
+end
+
+function chatgw.supervise(spec)
+  local fname = "chatgw.supervise"
+  if type(spec) ~= "table" then
+    error(fname .. ": expected a table like {name = ..., run = fn}, got " .. type(spec), 2)
+  end
+  for k in pairs(spec) do
+    if not SPEC_KEYS[k] then
+      error(fname .. ": unknown option '" .. tostring(k) .. "' (known: name, module, run, lock)", 2)
+    end
+  end
+  local name = spec.name
+  if type(name) ~= "string" or #name > 64 or not name:find(NAME_PATTERN) then
+    error(fname .. ": name must match [a-z0-9][a-z0-9_.-]* (at most 64 characters), got "
+      .. (type(name) == "string" and ("'" .. name .. "'") or type(name)), 2)
+  end
+  local module = check_module(spec.module, fname)
+  if type(spec.run) ~= "function" then
+    error(fname .. ": run must be a function, got " .. type(spec.run), 2)
+  end
+  local lock = spec.lock
+  if lock ~= nil and (type(lock) ~= "string" or #lock > 64 or not lock:find(LOCK_PATTERN)) then
+    error(fname .. ": lock must match [a-z0-9_-]+ (at most 64 characters), got "
+      .. (type(lock) == "string" and ("'" .. lock .. "'") or type(lock)), 2)
+  end
+  if loops[name] then error(fname .. ": a loop named '" .. name .. "' already exists", 2) end
+  if chatgw._is_retired() then return nil, "cancelled: reload" end
+  local st = { name = name, module = module, lock = lock, state = "starting", runs = 0,
+               restarts = 0, failures = 0, history = {} }
+  loops[name] = st
+  order[#order + 1] = name
+  ensure_health()
+  chatgw.spawn(supervisor, st, spec.run)
+  return { name = name, status = function() return status(st) end }
+end
+
+-- chatgw.loops() -> { name = status, ... } for this state's loops.
+function chatgw.loops()
+  local out = {}
+  for _, name in ipairs(order) do out[name] = status(loops[name]) end
+  return out
+end
+
+-- Cancel every loop ("cancelled: <reason>" at its next wait, or now if it is waiting).
+function M.stop_all(reason)
+  for _, name in ipairs(order) do
+    local st = loops[name]
+    if not st.done then
+      st.stop_reason = reason
+      if st.co then chatgw._co_cancel(st.co, reason) end
+    end
+  end
+end
+
+-- Wait (yielding) until every loop has returned, at most timeout_ms.
+function M.wait_stopped(timeout_ms)
+  local deadline = chatgw.now() + timeout_ms
+  while chatgw.now() < deadline do
+    local running = false
+    for _, name in ipairs(order) do
+      local st = loops[name]
+      if not st.done and st.co then running = true end
+    end
+    if not running then return true end
+    if not sleep(10) then return false end
+  end
+  return false
+end
+
+-- Hooks into chatgw.runtime: environment checks after a load, loops stopped at shutdown.
+function M.install(R)
+  runtime = R
+  local load = R.load
+  R.load = function(opts)
+    local ok, r = load(opts)
+    if ok then
+      local mods = {}
+      for _, name in ipairs(order) do
+        if loops[name].module then mods[#mods + 1] = loops[name].module end
+      end
+      local problems = limits.check(chatgw.config, os.getenv, mods)
+      if #problems > 0 then return false, problems end
+    end
+    return ok, r
+  end
+  local shutdown = R.shutdown
+  R.shutdown = function(...)
+    M.stop_all("shutdown")
+    shutdown(...)
+    local cfg = chatgw.config
+    local limit = cfg and cfg.shutdown and cfg.shutdown.drain_timeout_ms or 10000
+    M.wait_stopped(limit)
+  end
+  return M
+end
+
+return M

@@ -14,14 +14,15 @@
  * NULL and the response is dropped when it comes. */
 #include "http_server.h"
 
+#include <fcntl.h>
 #include <http_parser.h>
-#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -189,18 +190,29 @@ static int valid_request_id(const char *s, size_t n) {
   return 1;
 }
 
+/* Request ids: 128 bits from a splitmix64 stream seeded once from the OS. Unique and
+ * unguessable enough for tracing, and no syscall per request. */
+static uint64_t g_rid_state;
+static int g_rid_seeded;
+
+static uint64_t splitmix64(void) {
+  uint64_t z = (g_rid_state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 static void gen_request_id(char out[33]) {
-  unsigned char raw[16];
-  if (RAND_bytes(raw, sizeof raw) != 1 && uv_random(NULL, NULL, raw, sizeof raw, 0, NULL) != 0) {
-    uint64_t t = uv_hrtime();
-    for (size_t i = 0; i < sizeof raw; i++)
-      raw[i] = (unsigned char)(t >> ((i % 8) * 8)) ^ (i * 37);
+  if (!g_rid_seeded) {
+    /* getrandom through libuv: OpenSSL stays uninitialised (and out of RSS) until needed */
+    if (uv_random(NULL, NULL, &g_rid_state, sizeof g_rid_state, 0, NULL) != 0)
+      g_rid_state = uv_hrtime() ^ ((uint64_t)getpid() << 32);
+    g_rid_seeded = 1;
   }
+  uint64_t v[2] = {splitmix64(), splitmix64()};
   static const char hex[] = "0123456789abcdef";
-  for (size_t i = 0; i < sizeof raw; i++) {
-    out[2 * i] = hex[raw[i] >> 4];
-    out[2 * i + 1] = hex[raw[i] & 15];
-  }
+  for (int i = 0; i < 32; i++)
+    out[i] = hex[(v[i / 16] >> ((i % 16) * 4)) & 15];
   out[32] = 0;
 }
 
@@ -639,6 +651,7 @@ static int on_message_complete(http_parser *p) {
   req_t *r = c->cur;
   if (!r || !r->headers_done) return fail_in_cb(c, 400);
   r->keep_alive = http_should_keep_alive(p) && !p->upgrade && p->method != HTTP_CONNECT;
+  r->pub.upgrade = p->upgrade && p->method != HTTP_CONNECT;
   if (r->body) {
     r->body[r->blen] = 0;
     r->pub.body = r->body;
@@ -759,13 +772,35 @@ static int send_response(conn_t *c, int status, const http_header_t *hs, size_t 
     free(b.p);
     return -1;
   }
+  uv_buf_t bufs[2] = {uv_buf_init(b.p, (unsigned)b.len),
+                      uv_buf_init((char *)body, (unsigned)send_body)};
+  unsigned nbufs = send_body ? 2 : 1;
+  if (*keep && c->writes == 0) {
+    /* Usually the socket takes the whole response now: no write request, no poll change. */
+    int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+    if (n > 0 && (size_t)n == b.len + send_body) {
+      free(b.p);
+      free(wr);
+      return 0;
+    }
+    if (n > 0) { /* partial: queue what is left */
+      size_t done = (size_t)n;
+      if (done >= b.len) {
+        done -= b.len;
+        bufs[0] = uv_buf_init(b.p + b.len, 0);
+      } else {
+        bufs[0] = uv_buf_init(b.p + done, (unsigned)(b.len - done));
+        done = 0;
+      }
+      bufs[1] = uv_buf_init((char *)body + done, (unsigned)(send_body - done));
+    }
+  }
   memset(wr, 0, sizeof *wr);
   wr->c = c;
   wr->head = b.p;
-  if (send_body) memcpy(wr->body, body, send_body);
-  uv_buf_t bufs[2] = {uv_buf_init(b.p, (unsigned)b.len),
-                      uv_buf_init(wr->body, (unsigned)send_body)};
-  if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, bufs, send_body ? 2 : 1, on_write) != 0) {
+  if (send_body) memcpy(wr->body, bufs[1].base, bufs[1].len);
+  bufs[1].base = wr->body;
+  if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write) != 0) {
     free(b.p);
     free(wr);
     return -1;
@@ -1296,6 +1331,48 @@ void http_request_respond(http_request_t *pub, int status, const http_header_t *
 
 int http_request_aborted(const http_request_t *req) {
   return ((const req_t *)req)->conn == NULL;
+}
+
+int http_request_upgrade(http_request_t *pub, uv_tcp_t *tcp, char **rest, size_t *rest_len,
+                         const char *route) {
+  req_t *r = (req_t *)pub;
+  conn_t *c = r->conn;
+  http_server_t *s = r->srv;
+  *rest = NULL;
+  *rest_len = 0;
+  /* Only the request being served, on a connection with nothing left to write: a response
+   * still queued on the old handle would be cancelled when it closes. */
+  if (!pub->upgrade || !c || c->closing || c->handed != r || c->writes || c->peer_eof) return -1;
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return -1;
+  int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (nfd < 0) return -1;
+  size_t n = c->len - c->off;
+  char *tail = NULL;
+  if (n) {
+    tail = malloc(n);
+    if (!tail) {
+      close(nfd);
+      return -1;
+    }
+    memcpy(tail, c->buf + c->off, n);
+  }
+  if (uv_tcp_open(tcp, nfd) != 0) {
+    close(nfd);
+    free(tail);
+    return -1;
+  }
+  *rest = tail;
+  *rest_len = n;
+  record(s, pub->method, route, pub->path, 101, pub->start_ns, pub->request_id, pub->remote_addr,
+         pub->listener, 0);
+  c->handed = NULL;
+  c->off = c->len = 0;
+  conn_close(c); /* closes the original descriptor; the duplicate keeps the socket open */
+  s->inflight--;
+  req_free(r);
+  if (s->free_requested && s->closed && s->inflight == 0 && !s->in_done) server_free_now(s);
+  return 0;
 }
 
 void http_server_stop_accepting(http_server_t *s) {

@@ -82,13 +82,14 @@ void http_request_respond(http_request_t *req, int status, const http_header_t *
 int http_request_aborted(const http_request_t *req); /* 1 if the connection is gone */
 
 /* Protocol switch (WebSocket) for a request with req->upgrade set: instead of answering it, take
- * its connection's socket. On success (0) `tcp` (caller-allocated, not initialised) is a
- * uv_tcp_t on the server's loop owning a duplicate of the socket, not reading; *rest (malloc'd,
+ * its connection's socket. `tcp` is the caller's handle, initialised with uv_tcp_init and not
+ * opened. On success (0) `tcp` owns a duplicate of the socket (not reading yet); *rest (malloc'd,
  * or NULL when *rest_len is 0; the caller frees it) holds the bytes the client sent after the
  * request (they belong to the new protocol); the request is logged with status 101 and `route`
  * and freed; the HTTP connection is closed (the socket stays open through the duplicate). The
  * caller writes the 101 response itself. On failure (-1: the connection is gone, a response is
- * still being written, or dup/open failed) nothing changed and the caller answers req as usual. */
+ * still being written, or dup/open failed) nothing changed: the caller closes its handle and
+ * answers req as usual. */
 int http_request_upgrade(http_request_t *req, uv_tcp_t *tcp, char **rest, size_t *rest_len,
                          const char *route);
 

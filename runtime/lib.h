@@ -16,6 +16,19 @@ void lib_shared_register(lua_State *L, int chatgw_index);
 /* chatgw.metrics.{counter,gauge,histogram,render} */
 void lib_metrics_register(lua_State *L, int chatgw_index);
 
+/* chatgw._http_start/_http_next (outbound HTTP; chatgw.http is lua/chatgw/http.lua) */
+void lib_http_register(lua_State *L, int chatgw_index);
+/* chatgw.limiter{...} (limiter.c) */
+void lib_limiter_register(lua_State *L, int chatgw_index);
+/* chatgw._breaker (breaker.c; chatgw.breaker is lua/chatgw/breaker.lua) */
+void lib_breaker_register(lua_State *L, int chatgw_index);
+
+/* chatgw._exec (chatgw.exec is lua/chatgw/exec.lua), chatgw.lock, supervisor helpers */
+void lib_exec_register(lua_State *L, int chatgw_index, vm_t *vm);
+
+/* chatgw._ws (ws.c; chatgw.ws is lua/chatgw/ws.lua) */
+void lib_ws_register(lua_State *L, int chatgw_index);
+
 /* The value a runtime wait yields from inside a user coroutine (see vm_wait). */
 void *lib_yield_marker(void);
 

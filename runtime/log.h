@@ -25,6 +25,11 @@ const char *log_level_name(log_level_t level);
 int log_enabled(log_level_t level);
 void log_set_json(int json); /* force a format (tests) */
 
+/* Buffer lines below ERROR and write them at log_flush() (the runtime flushes once per
+ * loop turn and at exit). Off by default: every line is written at once. */
+void log_set_buffered(int on);
+void log_flush(void);
+
 /* Write one line. fields may be NULL when nfields is 0. */
 void log_write(log_level_t level, const char *msg, const log_field_t *fields, size_t nfields);
 

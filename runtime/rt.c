@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
-#include <openssl/sha.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "exec.h"
+#include "http_client.h"
+#include "lock.h"
 #include "log.h"
 #include "metrics.h"
 #include "settings.h"
@@ -25,9 +27,15 @@ rt_t g_rt;
 static uv_signal_t g_sighup, g_sigterm, g_sigint;
 static uv_timer_t g_reload_timer; /* runs a queued reload outside of any Lua call */
 static uv_timer_t g_drain_timer;
+static uv_prepare_t g_log_flusher; /* writes buffered log lines before the loop blocks */
 static uint64_t g_drain_deadline;
 static int g_hooks_running;
 static metric_t *g_m_reloads;
+
+static void log_flush_cb(uv_prepare_t *h) {
+  (void)h;
+  log_flush();
+}
 
 uint64_t rt_now_ms(void) {
   return g_rt.loop ? uv_now(g_rt.loop) : uv_hrtime() / 1000000;
@@ -113,11 +121,14 @@ static void close_loop_handles(void) {
   uv_close((uv_handle_t *)&g_sigint, NULL);
   uv_close((uv_handle_t *)&g_reload_timer, NULL);
   uv_close((uv_handle_t *)&g_drain_timer, NULL);
+  uv_close((uv_handle_t *)&g_log_flusher, NULL);
   vm_sched_close();
+  http_client_shutdown();
 }
 
 static void http_closed(void *ud) {
   (void)ud;
+  exec_shutdown(); /* kill running children; the loop runs until they are reaped */
   vm_destroy_all();
   g_rt.vm = NULL;
   close_loop_handles();
@@ -137,6 +148,7 @@ static void schedule_exit(void) {
 }
 
 static void finish_exit(void) {
+  ws_close_all(); /* WebSocket connections and the ws module's handles (no hooks from here on) */
   if (g_rt.http) {
     http_server_close(g_rt.http, http_closed, NULL);
   } else {
@@ -148,6 +160,7 @@ static void finish_exit(void) {
 
 static void on_http_request(http_request_t *req, void *ud) {
   (void)ud;
+  if (ws_handle_request(req)) return; /* the WebSocket path (upgrade) */
   vm_dispatch_request(g_rt.vm, req);
 }
 
@@ -203,7 +216,7 @@ static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
     schedule_exit();
     return;
   }
-  SHA256((const unsigned char *)g_rt.token, strlen(g_rt.token), g_rt.token_digest);
+  g_rt.token_len = strlen(g_rt.token);
   g_rt.vm = vm;
   vm_activate(vm);
   log_field_t f[] = {{"version", CHATGW_VERSION, 0}, {"handlers", g_rt.handlers_dir, 0}};
@@ -306,7 +319,9 @@ static void on_sighup(uv_signal_t *h, int sig) {
 
 static void drain_check(uv_timer_t *t) {
   size_t inflight = g_rt.http ? http_server_inflight(g_rt.http) : 0;
-  if ((inflight == 0 && !g_hooks_running) || uv_now(g_rt.loop) >= g_drain_deadline) {
+  /* WebSocket connections were sent close 1001 by ws_stop(): wait for their close handshakes */
+  if ((inflight == 0 && !g_hooks_running && ws_connection_count() == 0) ||
+      uv_now(g_rt.loop) >= g_drain_deadline) {
     uv_timer_stop(t);
     if (inflight) log_warnf("drain timeout: %zu request(s) still running are cancelled", inflight);
     log_infof("stopped accepting; in-flight requests done, closing");
@@ -327,6 +342,8 @@ static void on_stop_signal(uv_signal_t *h, int sig) {
   (void)h;
   if (g_rt.stopping) {
     log_warnf("second signal (%d): exiting now", sig);
+    exec_kill_all_now();
+    log_flush();
     _exit(1);
   }
   g_rt.stopping = 1;
@@ -337,6 +354,7 @@ static void on_stop_signal(uv_signal_t *h, int sig) {
     return;
   }
   if (g_rt.http) http_server_stop_accepting(g_rt.http);
+  ws_stop(); /* `shutdown` event and close 1001 to every WebSocket connection */
   lua_State *L = vm_state(g_rt.vm);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "loaded");
@@ -378,6 +396,9 @@ int rt_run(const char *handlers_dir, const char *config_path, int config_explici
   uv_signal_init(g_rt.loop, &g_sigint);
   uv_timer_init(g_rt.loop, &g_reload_timer);
   uv_timer_init(g_rt.loop, &g_drain_timer);
+  uv_prepare_init(g_rt.loop, &g_log_flusher);
+  uv_prepare_start(&g_log_flusher, log_flush_cb);
+  log_set_buffered(1);
   g_reload_timer.data = NULL;
   if (!check_only) {
     uv_signal_start(&g_sighup, on_sighup, SIGHUP);
@@ -404,7 +425,10 @@ int rt_run(const char *handlers_dir, const char *config_path, int config_explici
     if (!g_rt.exit_code) g_rt.exit_code = 70;
   }
   shared_dict_free_all();
+  lock_release_all();
   metrics_shutdown();
+  log_set_buffered(0);
+  http_client_global_cleanup();
   if (!check_only && !g_rt.exit_code) log_infof("stopped");
   return g_rt.exit_code;
 }

@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "http_server.h"
+#include "ws.h"
 
 typedef struct vm vm_t;
 
@@ -24,6 +25,7 @@ typedef struct {
   rt_listener_conf_t listeners[RT_MAX_LISTENERS];
   int nlisteners;
   http_limits_t http;
+  ws_settings_t ws; /* the ws: section (ws.c) */
   uint64_t drain_timeout_ms;
   char data_dir[1024];
   char log_level[16];
@@ -46,12 +48,12 @@ typedef struct rt {
   char handlers_dir[1024];
   char config_path[1024];
   int config_path_explicit;
-  char lua_dir[1024];             /* directory holding the chatgw Lua layer */
-  char token[256];                /* the bearer token for the API */
-  char token_source[1100];        /* "env" or the path of the generated token file */
-  unsigned char token_digest[32]; /* SHA-256 of token: bearer checks compare digests */
-  double started_wall;            /* wall clock seconds at start */
-  uint64_t started_ms;            /* uv_now at start */
+  char lua_dir[1024];      /* directory holding the chatgw Lua layer */
+  char token[256];         /* the bearer token for the API */
+  char token_source[1100]; /* "env" or the path of the generated token file */
+  size_t token_len;
+  double started_wall; /* wall clock seconds at start */
+  uint64_t started_ms; /* uv_now at start */
   rt_reload_stats_t reloads;
   int reloading;    /* a reload is in progress */
   int reload_again; /* a SIGHUP arrived during the reload */

@@ -14,6 +14,7 @@ void settings_default(rt_settings_t *s) {
   snprintf(s->listeners[0].host, sizeof s->listeners[0].host, "127.0.0.1");
   s->listeners[0].port = 8787;
   http_limits_default(&s->http);
+  ws_settings_default(&s->ws);
   s->drain_timeout_ms = 10000;
   snprintf(s->data_dir, sizeof s->data_dir, "./data");
   snprintf(s->log_level, sizeof s->log_level, "info");
@@ -117,6 +118,7 @@ int settings_read(lua_State *L, int idx, rt_settings_t *s, char *err, size_t err
   get_u64(L, t, "http", "idle_timeout_ms", &s->http.idle_timeout_ms);
   get_size(L, t, "http", "max_connections", &s->http.max_connections);
   get_u64(L, t, "shutdown", "drain_timeout_ms", &s->drain_timeout_ms);
+  ws_settings_read(L, t, &s->ws);
   return 0;
 }
 
@@ -124,6 +126,7 @@ void settings_apply_runtime(const rt_settings_t *s) {
   log_level_t level;
   if (log_level_parse(s->log_level, &level) == 0) log_set_level(level);
   if (g_rt.http) http_server_set_limits(g_rt.http, &s->http);
+  ws_apply_settings(&s->ws);
 }
 
 void settings_warn_restart_only(const rt_settings_t *running, const rt_settings_t *loaded) {

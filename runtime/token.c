@@ -3,7 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/rand.h>
+#include <uv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +74,7 @@ int token_setup(const char *data_dir, char *token, size_t tlen, char *source, si
     return 0;
   }
   unsigned char raw[32];
-  if (RAND_bytes(raw, sizeof raw) != 1) {
+  if (uv_random(NULL, NULL, raw, sizeof raw, 0, NULL) != 0) {
     snprintf(err, errlen, "cannot generate a token: no randomness");
     return -1;
   }

@@ -11,6 +11,8 @@
 #include "log.h"
 #include "rt.h"
 
+#define VM_THREAD_POOL 64
+
 typedef enum { WAKE_NONE, WAKE_START, WAKE_CANCEL, WAKE_PLAIN } wake_t;
 
 struct co {
@@ -23,6 +25,7 @@ struct co {
   int cancelled;       /* told to stop (reload or shutdown) */
   int cancel_notified; /* it has already been handed "cancelled: ..." once */
   int held;            /* spawned before its state was activated: waits in vm->held */
+  int finished_ok;     /* returned normally: its thread may be reused */
   char cancel_reason[32];
   wake_t wake; /* why it sits in the ready queue */
   int start_nargs;
@@ -51,7 +54,12 @@ struct vm {
   every_t *everies;
   int next_every_id;
   int dispatch_ref;
-  int active;  /* became current: background work may run */
+  int active; /* became current: background work may run */
+  struct {
+    lua_State *L;
+    int ref;
+  } pool[VM_THREAD_POOL]; /* finished threads kept for reuse (saves a thread per request) */
+  int npool;
   co_t **held; /* background coroutines spawned before activation */
   size_t nheld, capheld;
   vm_t *all_prev, *all_next; /* every vm not yet closed */
@@ -259,8 +267,14 @@ static co_t *co_create(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, voi
     lua_pop(L, nargs + 1);
     return NULL;
   }
-  co->L = lua_newthread(L);
-  co->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (vm->npool > 0) { /* a thread whose last run ended normally: reuse it */
+    vm->npool--;
+    co->L = vm->pool[vm->npool].L;
+    co->ref = vm->pool[vm->npool].ref;
+  } else {
+    co->L = lua_newthread(L);
+    co->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   lua_xmove(L, co->L, nargs + 1);
   co->vm = vm;
   co->kind = kind;
@@ -289,7 +303,14 @@ static void co_free(co_t *co) {
     vm->cos = co->next;
   if (co->next) co->next->prev = co->prev;
   lua_settop(co->L, 0);
-  luaL_unref(vm->L, LUA_REGISTRYINDEX, co->ref);
+  if (co->finished_ok && vm->npool < VM_THREAD_POOL && !vm->retired) {
+    /* LuaJIT runs a new function on a thread whose previous run returned normally. */
+    vm->pool[vm->npool].L = co->L;
+    vm->pool[vm->npool].ref = co->ref;
+    vm->npool++;
+  } else {
+    luaL_unref(vm->L, LUA_REGISTRYINDEX, co->ref);
+  }
   free(co);
   vm_unref(vm);
 }
@@ -431,6 +452,16 @@ void vm_cancel(co_t *co, const char *reason) {
   }
 }
 
+int vm_cancel_live(vm_t *vm, co_t *co, const char *reason) {
+  for (co_t *c = vm->cos; c; c = c->next) {
+    if (c == co) {
+      vm_cancel(co, reason);
+      return 1;
+    }
+  }
+  return 0;
+}
+
 void vm_resume(co_t *co, int nargs) {
   co_t *saved = g_current;
   g_current = co;
@@ -443,6 +474,7 @@ void vm_resume(co_t *co, int nargs) {
     return;
   }
   int ok = (status == 0);
+  co->finished_ok = ok;
   if (!ok) {
     const char *msg = lua_tostring(co->L, -1);
     luaL_traceback(co->vm->L, co->L, msg ? msg : "(error object is not a string)", 0);

@@ -22,6 +22,8 @@ typedef enum {
   CO_BACKGROUND, /* spawn/every; cancelled when its state is retired */
   CO_LOAD,       /* loading config and handlers */
   CO_SHUTDOWN,   /* on_shutdown hooks */
+  CO_WS,         /* a WebSocket connect, method call or hook: like a request, it finishes on
+                    its own state after a reload; ud is the caller's (see ws.c) */
 } co_kind_t;
 
 /* A wait in progress. cancel() stops the underlying operation and frees it (possibly later,
@@ -82,6 +84,9 @@ void vm_resume(co_t *co, int nargs);
 /* Cancel co's wait (if any) and resume it with nil, "cancelled: <reason>" on the next loop
  * iteration. */
 void vm_cancel(co_t *co, const char *reason);
+/* vm_cancel(co) if co is still one of vm's coroutines; a stale pointer is ignored. Returns 1
+ * if co was found. (Used to stop supervised loops at shutdown.) */
+int vm_cancel_live(vm_t *vm, co_t *co, const char *reason);
 
 /* Timers owned by a state (chatgw.every): stopped when the state is retired. */
 int vm_every_start(lua_State *L, vm_t *vm, uint64_t interval_ms, int fn_index);

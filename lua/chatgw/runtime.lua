@@ -10,6 +10,8 @@ local type, pairs, tostring, xpcall, traceback = type, pairs, tostring, xpcall, 
 local find, lower, gsub, gmatch, char = string.find, string.lower, string.gsub, string.gmatch, string.char
 
 chatgw.json = json
+require "chatgw.http" -- chatgw.http.request (lua/chatgw/http.lua)
+require "chatgw.breaker" -- chatgw.breaker{...} (lua/chatgw/breaker.lua; chatgw.limiter is C)
 
 do -- chatgw.yaml: lyaml with nil, err on bad input instead of a raise
   local lyaml = require "lyaml"
@@ -103,9 +105,17 @@ local function metrics_route()
   return 200, chatgw.metrics.render(), { ["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8" }
 end
 
+-- Built-in routes of runtime modules (chatgw.ws: POST /v1/ws/broadcast), added after these two:
+-- { method, path, fn, public, label, listener = "main" (default) }.
+local extra_builtins = {}
+function M.register_builtin_route(route) extra_builtins[#extra_builtins + 1] = route end
+
 local function add_builtins(router, listener)
   router:add({ method = "GET", path = "/health", fn = health, public = false, label = "GET /health" })
   router:add({ method = "GET", path = "/metrics", fn = metrics_route, public = false, label = "GET /metrics" })
+  for _, r in ipairs(extra_builtins) do
+    if (r.listener or "main") == listener then router:add(r) end
+  end
 end
 
 -- ---- load ----
@@ -256,5 +266,8 @@ function M.shutdown()
     end
   end
 end
+
+require("chatgw.supervisor").install(M) -- chatgw.exec, chatgw.supervise (lua/chatgw/supervisor.lua)
+require("chatgw.ws").install(M) -- chatgw.ws, methods/on_connect/on_disconnect (lua/chatgw/ws.lua)
 
 return M

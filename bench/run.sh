@@ -30,88 +30,37 @@ OUT="${OUT:-$(mktemp -d /tmp/chatgw-bench.XXXXXX)}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+BENCH_TAG=bench
+# log, die, stop_pid (every process started here is in PIDS), packages, build, ports
+. "$BENCH_DIR/lib.sh"
 
-case "$RUNS" in ''|*[!0-9]*) die "RUNS must be a positive integer";; esac
+require_uint RUNS
 if [ "$RUNS" -lt 1 ] || [ "$RUNS" -gt 20 ]; then die "RUNS must be 1..20"; fi
-
-# ---- processes we start: stopped by PID on any exit ---------------------------------------
-PIDS=()
-stop_pid() { # stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL
-  local pid="$1" _
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && stop_pid "$pid"; done
-  PIDS=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # ---- tools --------------------------------------------------------------------------------
 pkgs=""
-have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in wrk libnginx-mod-http-lua lua-cjson curl python3 util-linux coreutils; do
   have_pkg "$p" || pkgs="$pkgs $p"
 done
 # any nginx flavour will do (nginx-light is the smallest that loads the lua module)
 command -v nginx >/dev/null || pkgs="$pkgs nginx-light"
-pkgs="${pkgs# }"
-if [ -n "$pkgs" ]; then
-  [ -n "${NO_INSTALL:-}" ] && die "missing packages: $pkgs (NO_INSTALL set)"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  log "installing: $pkgs"
-  $SUDO apt-get update -qq
-  # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $pkgs >&2
-fi
+install_pkgs "${pkgs# }"
 for m in ndk_http_module ngx_http_lua_module; do
   [ -f "/usr/lib/nginx/modules/$m.so" ] || die "/usr/lib/nginx/modules/$m.so missing"
 done
 
 # ---- build chatgw -------------------------------------------------------------------------
-if [ -n "${CHATGW_BIN:-}" ]; then
-  [ -x "$CHATGW_BIN" ] || die "CHATGW_BIN=$CHATGW_BIN is not executable"
-else
-  if [ -z "${NO_INSTALL:-}" ] && [ -x "$REPO/scripts/install-deps.sh" ]; then "$REPO/scripts/install-deps.sh" >&2; fi
-  log "building chatgw (RelWithDebInfo) in $BUILD_DIR"
-  cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$OUT/cmake.log" 2>&1 ||
-    die "cmake configure failed, see $OUT/cmake.log"
-  cmake --build "$BUILD_DIR" -j2 --target chatgw >"$OUT/build.log" 2>&1 ||
-    die "build failed, see $OUT/build.log"
-  CHATGW_BIN="$BUILD_DIR/chatgw"
-fi
+build_chatgw
 
 # ---- helpers ------------------------------------------------------------------------------
 TOKEN="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 export BENCH_TOKEN="$TOKEN"
 CLK_TCK="$(getconf CLK_TCK)"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 cpu_ticks() { # utime+stime (all threads) of PID, in clock ticks
   awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-wait_port() { # wait_port PID PORT: up to 10 s for a TCP accept
-  local pid="$1" port="$2" _
-  for _ in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || return 1
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 expect() { # expect NAME WANT_STATUS WANT_BODY_SUBSTRING curl-args...
   local name="$1" want="$2" sub="$3"; shift 3
   local body status

@@ -348,6 +348,13 @@ static void close_handle(exec_job_t *j, uv_handle_t *h) {
   if (!uv_is_closing(h)) uv_close(h, close_cb);
 }
 
+/* Closes one of the child's pipes unless *open says it is closed already. */
+static void close_pipe(exec_job_t *j, int *open, uv_pipe_t *p) {
+  if (!*open) return;
+  *open = 0;
+  close_handle(j, (uv_handle_t *)p);
+}
+
 static void timer_cb(uv_timer_t *t);
 
 static void arm(exec_job_t *j, phase_t phase, uint64_t ms) {
@@ -386,18 +393,9 @@ static void finish(exec_job_t *j) {
   uv_timer_stop(&j->timer);
   /* Sweep: whatever the command left in its group goes with it. */
   group_kill(j, SIGKILL);
-  if (j->in_open) {
-    j->in_open = 0;
-    close_handle(j, (uv_handle_t *)&j->pin);
-  }
-  if (j->out_open) {
-    j->out_open = 0;
-    close_handle(j, (uv_handle_t *)&j->pout);
-  }
-  if (j->err_open) {
-    j->err_open = 0;
-    close_handle(j, (uv_handle_t *)&j->perr);
-  }
+  close_pipe(j, &j->in_open, &j->pin);
+  close_pipe(j, &j->out_open, &j->pout);
+  close_pipe(j, &j->err_open, &j->perr);
   if (j->proc_inited) close_handle(j, (uv_handle_t *)&j->proc);
   j->pool->inflight--;
   g.inflight--;
@@ -465,14 +463,8 @@ static void timer_cb(uv_timer_t *t) {
     break;
   case T_FORCE:
     /* Something outside the group (it called setsid) still holds the pipes: stop waiting. */
-    if (j->out_open) {
-      j->out_open = 0;
-      close_handle(j, (uv_handle_t *)&j->pout);
-    }
-    if (j->err_open) {
-      j->err_open = 0;
-      close_handle(j, (uv_handle_t *)&j->perr);
-    }
+    close_pipe(j, &j->out_open, &j->pout);
+    close_pipe(j, &j->err_open, &j->perr);
     check_complete(j);
     break;
   case T_DELIVER:
@@ -530,23 +522,17 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (nread == 0) return;
   /* EOF or error: this stream is done. */
-  if (is_out && j->out_open) {
-    j->out_open = 0;
-    close_handle(j, (uv_handle_t *)&j->pout);
-  } else if (!is_out && j->err_open) {
-    j->err_open = 0;
-    close_handle(j, (uv_handle_t *)&j->perr);
-  }
+  if (is_out)
+    close_pipe(j, &j->out_open, &j->pout);
+  else
+    close_pipe(j, &j->err_open, &j->perr);
   check_complete(j);
 }
 
 static void write_cb(uv_write_t *w, int status) {
   (void)status; /* EPIPE when the child does not read its stdin: not an error of the call */
   exec_job_t *j = w->data;
-  if (j->in_open) {
-    j->in_open = 0;
-    close_handle(j, (uv_handle_t *)&j->pin);
-  }
+  close_pipe(j, &j->in_open, &j->pin);
 }
 
 static void exit_cb(uv_process_t *p, int64_t exit_status, int term_signal) {
@@ -675,14 +661,12 @@ static void start_job(exec_job_t *j) {
   uv_read_start((uv_stream_t *)&j->perr, alloc_cb, read_cb);
   if (j->has_stdin) {
     if (j->stdin_len == 0) {
-      j->in_open = 0;
-      close_handle(j, (uv_handle_t *)&j->pin);
+      close_pipe(j, &j->in_open, &j->pin);
     } else {
       uv_buf_t b = uv_buf_init(j->stdin_data, (unsigned)j->stdin_len);
       j->wreq.data = j;
       if (uv_write(&j->wreq, (uv_stream_t *)&j->pin, &b, 1, write_cb) != 0) {
-        j->in_open = 0;
-        close_handle(j, (uv_handle_t *)&j->pin);
+        close_pipe(j, &j->in_open, &j->pin);
       }
     }
   }

@@ -18,11 +18,7 @@
 
 #include "log.h"
 #include "metrics.h"
-
-typedef struct {
-  char *p;
-  size_t len, cap;
-} buf_t;
+#include "textbuf.h"
 
 struct http_xfer {
   CURL *easy;
@@ -40,7 +36,7 @@ struct http_xfer {
   char *error; /* "code: message" or NULL */
   char *eff_url;
   char errbuf[CURL_ERROR_SIZE];
-  buf_t body, chunk, headers;
+  textbuf_t body, chunk, headers;
   uint64_t t0;
   double duration_ms;
   http_xfer_notify_fn notify;
@@ -75,27 +71,6 @@ static http_xfer_t *g_dirty_head, *g_dirty_tail;
 static metric_t *g_m_requests, *g_m_errors, *g_m_duration, *g_m_active;
 
 /* ---- small helpers ---- */
-
-static int buf_add(buf_t *b, const void *d, size_t n) {
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) return -1;
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, d, n);
-  b->len += n;
-  b->p[b->len] = 0;
-  return 0;
-}
-
-static void buf_free(buf_t *b) {
-  free(b->p);
-  memset(b, 0, sizeof *b);
-}
 
 static void kick_cb(uv_timer_t *t);
 
@@ -204,13 +179,17 @@ static void set_error(http_xfer_t *x, const char *code, const char *msg) {
 
 /* ---- finishing ---- */
 
+/* Takes x out of the multi handle if it is in it (and out of the active count). */
+static void leave_multi(http_xfer_t *x) {
+  if (!x->in_multi) return;
+  curl_multi_remove_handle(g_multi, x->easy);
+  x->in_multi = 0;
+  g_active--;
+  if (g_m_active) metrics_set(g_m_active, NULL, (double)g_active);
+}
+
 static void finish(http_xfer_t *x, CURLcode rc) {
-  if (x->in_multi) {
-    curl_multi_remove_handle(g_multi, x->easy);
-    x->in_multi = 0;
-    g_active--;
-    if (g_m_active) metrics_set(g_m_active, NULL, (double)g_active);
-  }
+  leave_multi(x);
   x->done = 1;
   x->duration_ms = (double)(uv_hrtime() - x->t0) / 1e6;
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
@@ -419,12 +398,12 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud) {
       x->paused = 1;
       return CURL_WRITEFUNC_PAUSE;
     }
-    if (buf_add(&x->chunk, p, n) != 0) return 0;
+    if (textbuf_add(&x->chunk, p, n) != 0) return 0;
     x->received += n;
     mark_dirty(x);
     return n;
   }
-  if (buf_add(&x->body, p, n) != 0) return 0;
+  if (textbuf_add(&x->body, p, n) != 0) return 0;
   x->received += n;
   return n;
 }
@@ -453,9 +432,10 @@ static size_t header_cb(char *p, size_t size, size_t nitems, void *ud) {
   for (size_t i = 0; i < nl; i++)
     name[i] = (char)tolower((unsigned char)p[i]);
   name[nl] = 0;
-  if (buf_add(&x->headers, name, nl + 1) != 0) return 0;
+  if (textbuf_add(&x->headers, name, nl + 1) != 0) return 0;
   char zero = 0;
-  if (buf_add(&x->headers, v, (size_t)(end - v)) != 0 || buf_add(&x->headers, &zero, 1) != 0)
+  if (textbuf_add(&x->headers, v, (size_t)(end - v)) != 0 ||
+      textbuf_add(&x->headers, &zero, 1) != 0)
     return 0;
   return n;
 }
@@ -577,7 +557,7 @@ const char *http_xfer_chunk(const http_xfer_t *x) {
 
 void http_xfer_chunk_taken(http_xfer_t *x) {
   x->chunk.len = 0;
-  if (x->chunk.cap > 4 * HTTP_XFER_STREAM_HIGH_WATER) buf_free(&x->chunk);
+  if (x->chunk.cap > 4 * HTTP_XFER_STREAM_HIGH_WATER) textbuf_free(&x->chunk);
   if (x->paused && x->in_multi && !x->done) {
     x->paused = 0;
     /* May call write_cb right here with the bytes curl kept (which marks us dirty). */
@@ -619,12 +599,7 @@ double http_xfer_duration_ms(const http_xfer_t *x) {
 void http_xfer_abort(http_xfer_t *x, const char *reason) {
   dirty_remove(x);
   if (x->done) return;
-  if (x->in_multi) {
-    curl_multi_remove_handle(g_multi, x->easy);
-    x->in_multi = 0;
-    g_active--;
-    if (g_m_active) metrics_set(g_m_active, NULL, (double)g_active);
-  }
+  leave_multi(x);
   x->done = 1;
   set_error(x, "cancelled", reason ? reason : "aborted");
   if (x->started) {
@@ -646,9 +621,9 @@ void http_xfer_free(http_xfer_t *x) {
   if (x->mime) curl_mime_free(x->mime);
   for (int i = 0; i < x->nslists; i++)
     curl_slist_free_all(x->slists[i]);
-  buf_free(&x->body);
-  buf_free(&x->chunk);
-  buf_free(&x->headers);
+  textbuf_free(&x->body);
+  textbuf_free(&x->chunk);
+  textbuf_free(&x->headers);
   free(x->error);
   free(x->eff_url);
   free(x);

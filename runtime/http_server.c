@@ -16,7 +16,6 @@
 
 #include <fcntl.h>
 #include <http_parser.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +25,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "textbuf.h"
 
 #define MAX_HEADERS 100
 #define LINGER_MS 2000         /* drain the peer's leftovers after a final response */
@@ -125,49 +125,6 @@ typedef struct {
 } wreq_t;
 
 /* ---- small helpers ------------------------------------------------------------------------ */
-
-typedef struct {
-  char *p;
-  size_t len, cap;
-  int oom;
-} sb_t;
-
-static void sb_reserve(sb_t *b, size_t extra) {
-  if (b->oom || b->len + extra + 1 <= b->cap) return;
-  size_t ncap = b->cap ? b->cap : 256;
-  while (ncap < b->len + extra + 1)
-    ncap *= 2;
-  char *np = realloc(b->p, ncap);
-  if (!np) {
-    b->oom = 1;
-    return;
-  }
-  b->p = np;
-  b->cap = ncap;
-}
-
-static void sb_add(sb_t *b, const char *s, size_t n) {
-  sb_reserve(b, n);
-  if (b->oom) return;
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = 0;
-}
-
-static void sb_str(sb_t *b, const char *s) {
-  sb_add(b, s, strlen(s));
-}
-
-static void sb_fmt(sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_fmt(sb_t *b, const char *fmt, ...) {
-  char tmp[256];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  if (n < 0) return;
-  sb_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
 
 static int eq_ci(const char *a, size_t alen, const char *b) {
   size_t blen = strlen(b);
@@ -718,8 +675,8 @@ static int send_response(conn_t *c, int status, const http_header_t *hs, size_t 
         if (strncasecmp(v + j, "close", 5) == 0) *keep = 0;
     }
   }
-  sb_t b = {0};
-  sb_fmt(&b, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
+  textbuf_t b = {0};
+  textbuf_fmt(&b, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
   int have_date = 0, have_rid = 0;
   for (size_t i = 0; i < nh; i++) {
     const char *n = hs[i].name, *v = hs[i].value;
@@ -740,28 +697,28 @@ static int send_response(conn_t *c, int status, const http_header_t *hs, size_t 
       continue;
     if (eq_ci(n, nl, "date")) have_date = 1;
     if (eq_ci(n, nl, "x-request-id")) have_rid = 1;
-    sb_add(&b, n, nl);
-    sb_add(&b, ": ", 2);
-    sb_add(&b, v, vl);
-    sb_add(&b, "\r\n", 2);
+    textbuf_add(&b, n, nl);
+    textbuf_add(&b, ": ", 2);
+    textbuf_add(&b, v, vl);
+    textbuf_add(&b, "\r\n", 2);
   }
   if (!have_date) {
-    sb_str(&b, "Date: ");
-    sb_str(&b, date_now(c->srv));
-    sb_add(&b, "\r\n", 2);
+    textbuf_str(&b, "Date: ");
+    textbuf_str(&b, date_now(c->srv));
+    textbuf_add(&b, "\r\n", 2);
   }
   if (!have_rid && rid) {
-    sb_str(&b, "X-Request-Id: ");
-    sb_str(&b, rid);
-    sb_add(&b, "\r\n", 2);
+    textbuf_str(&b, "X-Request-Id: ");
+    textbuf_str(&b, rid);
+    textbuf_add(&b, "\r\n", 2);
   }
   int no_body = status < 200 || status == 204 || status == 304;
-  if (!no_body) sb_fmt(&b, "Content-Length: %zu\r\n", blen);
+  if (!no_body) textbuf_fmt(&b, "Content-Length: %zu\r\n", blen);
   if (!*keep)
-    sb_str(&b, "Connection: close\r\n");
+    textbuf_str(&b, "Connection: close\r\n");
   else if (http10)
-    sb_str(&b, "Connection: keep-alive\r\n");
-  sb_add(&b, "\r\n", 2);
+    textbuf_str(&b, "Connection: keep-alive\r\n");
+  textbuf_add(&b, "\r\n", 2);
   if (b.oom) {
     free(b.p);
     return -1;

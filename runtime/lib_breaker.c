@@ -17,6 +17,7 @@
 
 #include "breaker.h"
 #include "lib.h"
+#include "lib_opts.h"
 #include "log.h"
 #include "metrics.h"
 #include "rt.h"
@@ -68,17 +69,11 @@ static void observer(breaker_t *b, breaker_state_t from, breaker_state_t to) {
 
 static double opt_num(lua_State *L, const char *k, double dflt, double min, double max,
                       int integer) {
-  lua_getfield(L, 1, k);
   double v = dflt;
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER)
-      luaL_error(L, "chatgw.breaker: %s must be a number, got %s", k, luaL_typename(L, -1));
-    v = lua_tonumber(L, -1);
-    if (!(v >= min && v <= max) || (integer && v != floor(v)))
-      luaL_error(L, "chatgw.breaker: %s must be %s in %g..%g", k,
-                 integer ? "an integer" : "a number", min, max);
-  }
-  lua_pop(L, 1);
+  if (lib_opts_number(L, 1, "chatgw.breaker", k, &v) &&
+      (!(v >= min && v <= max) || (integer && v != floor(v))))
+    luaL_error(L, "chatgw.breaker: %s must be %s in %g..%g", k, integer ? "an integer" : "a number",
+               min, max);
   return v;
 }
 
@@ -86,23 +81,8 @@ static int l_breaker(lua_State *L) {
   static const char *const known[] = {"name",       "failures", "ratio",       "min_calls",
                                       "window_ms",  "open_ms",  "max_open_ms", "half_open_calls",
                                       "is_failure", NULL};
-  if (!lua_istable(L, 1))
-    return luaL_error(L, "chatgw.breaker: opts must be a table, got %s", luaL_typename(L, 1));
-  lua_pushnil(L);
-  while (lua_next(L, 1) != 0) {
-    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-    int ok = 0;
-    for (int i = 0; k && known[i]; i++)
-      ok |= strcmp(k, known[i]) == 0;
-    if (!ok) return luaL_error(L, "chatgw.breaker: unknown option '%s'", k ? k : "?");
-    lua_pop(L, 1);
-  }
-  lua_getfield(L, 1, "name");
-  size_t nl = 0;
-  const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &nl) : NULL;
-  if (!name || nl == 0 || nl > 200)
-    return luaL_error(L, "chatgw.breaker: name must be a non-empty string (breakers are shared "
-                         "by name and survive reloads)");
+  lib_opts_check(L, 1, "chatgw.breaker", known);
+  const char *name = lib_opts_name(L, 1, "chatgw.breaker", "breakers");
   breaker_conf_t c;
   breaker_conf_default(&c);
   c.failures = (unsigned)opt_num(L, "failures", c.failures, 0, 1e6, 1);

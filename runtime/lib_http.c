@@ -21,6 +21,7 @@
 
 #include "http_client.h"
 #include "lib.h"
+#include "lib_opts.h"
 #include "rt.h"
 #include "vm.h"
 
@@ -122,20 +123,9 @@ static int opt_field(lua_State *L, int t, const char *k) {
 
 /* A non-negative number option (ms, bytes) or dflt when absent. */
 static double opt_num(lua_State *L, int t, const char *k, double dflt, double min) {
-  int ty = opt_field(L, t, k);
   double v = dflt;
-  if (ty != LUA_TNIL) {
-    if (ty != LUA_TNUMBER) {
-      luaL_error(L, FN ": %s must be a number, got %s", k, lua_typename(L, ty));
-      return 0;
-    }
-    v = lua_tonumber(L, -1);
-    if (!(v >= min) || v > 1e15) {
-      luaL_error(L, FN ": %s must be a number >= %g", k, min);
-      return 0;
-    }
-  }
-  lua_pop(L, 1);
+  if (lib_opts_number(L, t, FN, k, &v) && (!(v >= min) || v > 1e15))
+    luaL_error(L, FN ": %s must be a number >= %g", k, min);
   return v;
 }
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "lib.h"
+#include "lib_opts.h"
 #include "limiter.h"
 #include "log.h"
 #include "metrics.h"
@@ -34,39 +35,17 @@ static double now_ms(void) {
 }
 
 static double opt_number(lua_State *L, const char *k, int *present) {
-  lua_getfield(L, 1, k);
-  *present = !lua_isnil(L, -1);
   double v = 0;
-  if (*present) {
-    if (lua_type(L, -1) != LUA_TNUMBER)
-      luaL_error(L, "chatgw.limiter: %s must be a number, got %s", k, luaL_typename(L, -1));
-    v = lua_tonumber(L, -1);
-    if (!isfinite(v)) luaL_error(L, "chatgw.limiter: %s must be a finite number", k);
-  }
-  lua_pop(L, 1);
+  *present = lib_opts_number(L, 1, "chatgw.limiter", k, &v);
+  if (*present && !isfinite(v)) luaL_error(L, "chatgw.limiter: %s must be a finite number", k);
   return v;
 }
 
 static int l_limiter(lua_State *L) {
   static const char *const known[] = {"name",      "rate",     "burst", "limit",
                                       "window_ms", "max_keys", NULL};
-  if (!lua_istable(L, 1))
-    return luaL_error(L, "chatgw.limiter: opts must be a table, got %s", luaL_typename(L, 1));
-  lua_pushnil(L);
-  while (lua_next(L, 1) != 0) {
-    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-    int ok = 0;
-    for (int i = 0; k && known[i]; i++)
-      ok |= strcmp(k, known[i]) == 0;
-    if (!ok) return luaL_error(L, "chatgw.limiter: unknown option '%s'", k ? k : "?");
-    lua_pop(L, 1);
-  }
-  lua_getfield(L, 1, "name");
-  size_t nl = 0;
-  const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &nl) : NULL;
-  if (!name || nl == 0 || nl > 200)
-    return luaL_error(L, "chatgw.limiter: name must be a non-empty string (limiters are shared "
-                         "by name and survive reloads)");
+  lib_opts_check(L, 1, "chatgw.limiter", known);
+  const char *name = lib_opts_name(L, 1, "chatgw.limiter", "limiters");
   limiter_conf_t c;
   memset(&c, 0, sizeof c);
   int has_rate, has_burst, has_limit, has_window, has_max;

@@ -14,11 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "log.h"
+#include "siphash.h"
+#include "textbuf.h"
 
 /* Series per metric; past this new label combinations are dropped (one WARN per metric). */
 #define METRICS_MAX_SERIES 10000
@@ -52,86 +51,25 @@ struct metric {
 
 static struct {
   metric_t *first, *last;
-  uint64_t k0, k1;
-  int seeded;
+  uint64_t key[2]; /* hash key (siphash.h) */
 } g_reg;
 
 static const double DEFAULT_BUCKETS[] = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
 
 /* ---- hashing --------------------------------------------------------------------------- */
 
-static uint64_t rotl64(uint64_t x, int b) {
-  return (x << b) | (x >> (64 - b));
-}
-
-#define SIP_ROUND(v0, v1, v2, v3)                                                                  \
-  do {                                                                                             \
-    v0 += v1;                                                                                      \
-    v1 = rotl64(v1, 13);                                                                           \
-    v1 ^= v0;                                                                                      \
-    v0 = rotl64(v0, 32);                                                                           \
-    v2 += v3;                                                                                      \
-    v3 = rotl64(v3, 16);                                                                           \
-    v3 ^= v2;                                                                                      \
-    v0 += v3;                                                                                      \
-    v3 = rotl64(v3, 21);                                                                           \
-    v3 ^= v0;                                                                                      \
-    v2 += v1;                                                                                      \
-    v1 = rotl64(v1, 17);                                                                           \
-    v1 ^= v2;                                                                                      \
-    v2 = rotl64(v2, 32);                                                                           \
-  } while (0)
-
-/* SipHash-1-3 (one compression round, three finalization rounds). */
-static uint64_t siphash13(const void *data, size_t len, uint64_t k0, uint64_t k1) {
-  const unsigned char *p = data;
-  uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
-  uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
-  size_t whole = len & ~(size_t)7;
-  for (size_t i = 0; i < whole; i += 8) {
-    uint64_t m = 0;
-    for (int j = 7; j >= 0; j--)
-      m = (m << 8) | p[i + (size_t)j];
-    v3 ^= m;
-    SIP_ROUND(v0, v1, v2, v3);
-    v0 ^= m;
-  }
-  uint64_t b = (uint64_t)len << 56;
-  for (size_t j = 0; j < (len & 7); j++)
-    b |= (uint64_t)p[whole + j] << (8 * j);
-  v3 ^= b;
-  SIP_ROUND(v0, v1, v2, v3);
-  v0 ^= b;
-  v2 ^= 0xff;
-  SIP_ROUND(v0, v1, v2, v3);
-  SIP_ROUND(v0, v1, v2, v3);
-  SIP_ROUND(v0, v1, v2, v3);
-  return v0 ^ v1 ^ v2 ^ v3;
-}
-
 static void seed_hash(void) {
-  if (g_reg.seeded) return;
-  uint64_t k[2];
-  if (getrandom(k, sizeof k, GRND_NONBLOCK) != (ssize_t)sizeof k) {
-    /* No entropy yet (very early boot): a weaker seed still beats a fixed one. */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    k[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
-    k[1] = (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&k;
-  }
-  g_reg.k0 = k[0];
-  g_reg.k1 = k[1];
-  g_reg.seeded = 1;
+  siphash_process_key(g_reg.key);
 }
 
 /* Chains one SipHash per value (the previous hash keys the next), so no joined copy of the
  * values is needed on the hot path. Values cannot contain NUL, and the count is fixed per
  * metric, so (value lengths, value bytes) identify the combination. */
 static uint64_t hash_values(const char *const *values, size_t n) {
-  uint64_t h = g_reg.k0;
+  uint64_t key[2] = {g_reg.key[0], g_reg.key[1]};
   for (size_t i = 0; i < n; i++)
-    h = siphash13(values[i], strlen(values[i]), h, g_reg.k1);
-  return h;
+    key[0] = siphash13(values[i], strlen(values[i]), key);
+  return key[0];
 }
 
 /* ---- validation ------------------------------------------------------------------------ */
@@ -467,37 +405,8 @@ double metrics_value(metric_t *m, const char *const *label_values) {
 
 /* ---- rendering ------------------------------------------------------------------------- */
 
-typedef struct {
-  char *buf;
-  size_t len, cap;
-  int oom;
-} sbuf_t;
-
-static void sb_add(sbuf_t *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    char *nb = realloc(b->buf, cap);
-    if (!nb) {
-      b->oom = 1;
-      return;
-    }
-    b->buf = nb;
-    b->cap = cap;
-  }
-  memcpy(b->buf + b->len, s, n);
-  b->len += n;
-  b->buf[b->len] = 0;
-}
-
-static void sb_str(sbuf_t *b, const char *s) {
-  sb_add(b, s, strlen(s));
-}
-
 /* Escapes backslash and newline, plus double quote when quote is set (label values). */
-static void sb_escaped(sbuf_t *b, const char *s, int quote) {
+static void sb_escaped(textbuf_t *b, const char *s, int quote) {
   const char *run = s;
   for (const char *p = s; *p; p++) {
     const char *rep = NULL;
@@ -508,11 +417,11 @@ static void sb_escaped(sbuf_t *b, const char *s, int quote) {
     else if (quote && *p == '"')
       rep = "\\\"";
     if (!rep) continue;
-    sb_add(b, run, (size_t)(p - run));
-    sb_str(b, rep);
+    textbuf_add(b, run, (size_t)(p - run));
+    textbuf_str(b, rep);
     run = p + 1;
   }
-  sb_str(b, run);
+  textbuf_str(b, run);
 }
 
 /* Integral values print without decimals; others in the shortest of %.15g/%.17g that
@@ -530,59 +439,59 @@ static void fmt_num(char *out, size_t n, double v) {
   }
 }
 
-static void sb_num(sbuf_t *b, double v) {
+static void sb_num(textbuf_t *b, double v) {
   char tmp[40];
   fmt_num(tmp, sizeof tmp, v);
-  sb_str(b, tmp);
+  textbuf_str(b, tmp);
 }
 
-static void sb_u64(sbuf_t *b, uint64_t v) {
+static void sb_u64(textbuf_t *b, uint64_t v) {
   char tmp[24];
   snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)v);
-  sb_str(b, tmp);
+  textbuf_str(b, tmp);
 }
 
 /* Writes `{l1="v1",...[,le="x"]}` (nothing when there are no labels and no le). */
-static void sb_labels(sbuf_t *b, const metric_t *m, const series_t *s, const char *le) {
+static void sb_labels(textbuf_t *b, const metric_t *m, const series_t *s, const char *le) {
   if (m->nlabels == 0 && !le) return;
-  sb_str(b, "{");
+  textbuf_str(b, "{");
   for (size_t i = 0; i < m->nlabels; i++) {
-    if (i) sb_str(b, ",");
-    sb_str(b, m->labels[i]);
-    sb_str(b, "=\"");
+    if (i) textbuf_str(b, ",");
+    textbuf_str(b, m->labels[i]);
+    textbuf_str(b, "=\"");
     sb_escaped(b, s->values[i], 1);
-    sb_str(b, "\"");
+    textbuf_str(b, "\"");
   }
   if (le) {
-    if (m->nlabels) sb_str(b, ",");
-    sb_str(b, "le=\"");
-    sb_str(b, le);
-    sb_str(b, "\"");
+    if (m->nlabels) textbuf_str(b, ",");
+    textbuf_str(b, "le=\"");
+    textbuf_str(b, le);
+    textbuf_str(b, "\"");
   }
-  sb_str(b, "}");
+  textbuf_str(b, "}");
 }
 
 static const char *type_name(metric_type_t t) {
   return t == METRIC_COUNTER ? "counter" : t == METRIC_GAUGE ? "gauge" : "histogram";
 }
 
-static void render_metric(sbuf_t *b, const metric_t *m) {
-  sb_str(b, "# HELP ");
-  sb_str(b, m->name);
-  sb_str(b, " ");
+static void render_metric(textbuf_t *b, const metric_t *m) {
+  textbuf_str(b, "# HELP ");
+  textbuf_str(b, m->name);
+  textbuf_str(b, " ");
   sb_escaped(b, m->help, 0);
-  sb_str(b, "\n# TYPE ");
-  sb_str(b, m->name);
-  sb_str(b, " ");
-  sb_str(b, type_name(m->type));
-  sb_str(b, "\n");
+  textbuf_str(b, "\n# TYPE ");
+  textbuf_str(b, m->name);
+  textbuf_str(b, " ");
+  textbuf_str(b, type_name(m->type));
+  textbuf_str(b, "\n");
   for (const series_t *s = m->first; s; s = s->next) {
     if (m->type != METRIC_HISTOGRAM) {
-      sb_str(b, m->name);
+      textbuf_str(b, m->name);
       sb_labels(b, m, s, NULL);
-      sb_str(b, " ");
+      textbuf_str(b, " ");
       sb_num(b, s->value);
-      sb_str(b, "\n");
+      textbuf_str(b, "\n");
       continue;
     }
     uint64_t cum = 0;
@@ -593,38 +502,39 @@ static void render_metric(sbuf_t *b, const metric_t *m) {
       else
         snprintf(le, sizeof le, "+Inf");
       cum += s->buckets[i];
-      sb_str(b, m->name);
-      sb_str(b, "_bucket");
+      textbuf_str(b, m->name);
+      textbuf_str(b, "_bucket");
       sb_labels(b, m, s, le);
-      sb_str(b, " ");
+      textbuf_str(b, " ");
       sb_u64(b, cum);
-      sb_str(b, "\n");
+      textbuf_str(b, "\n");
     }
-    sb_str(b, m->name);
-    sb_str(b, "_sum");
+    textbuf_str(b, m->name);
+    textbuf_str(b, "_sum");
     sb_labels(b, m, s, NULL);
-    sb_str(b, " ");
+    textbuf_str(b, " ");
     sb_num(b, s->sum);
-    sb_str(b, "\n");
-    sb_str(b, m->name);
-    sb_str(b, "_count");
+    textbuf_str(b, "\n");
+    textbuf_str(b, m->name);
+    textbuf_str(b, "_count");
     sb_labels(b, m, s, NULL);
-    sb_str(b, " ");
+    textbuf_str(b, " ");
     sb_u64(b, s->count);
-    sb_str(b, "\n");
+    textbuf_str(b, "\n");
   }
 }
 
 char *metrics_render(size_t *len) {
-  sbuf_t b = {0};
-  sb_add(&b, "", 0); /* an empty registry still yields "" */
+  textbuf_t b = {0};
+  textbuf_reserve(&b, 4095); /* a page to start with: the output is rarely small */
+  textbuf_add(&b, "", 0);    /* an empty registry still yields "" */
   for (const metric_t *m = g_reg.first; m; m = m->next)
     render_metric(&b, m);
   if (b.oom) {
-    free(b.buf);
+    free(b.p);
     if (len) *len = 0;
     return NULL;
   }
   if (len) *len = b.len;
-  return b.buf;
+  return b.p;
 }

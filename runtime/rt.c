@@ -68,14 +68,19 @@ static void load_done(co_t *co, int ok, void *ud) {
   done(vm_co_vm(co), ok && lua_toboolean(T, 1), T);
 }
 
-static void start_load(vm_t *vm, loaded_fn done) {
-  lua_State *L = vm_state(vm);
+/* Pushes package.loaded["chatgw.runtime"][name] (lua/chatgw/runtime.lua). */
+static void push_runtime_fn(lua_State *L, const char *name) {
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "loaded");
   lua_getfield(L, -1, "chatgw.runtime");
-  lua_getfield(L, -1, "load");
+  lua_getfield(L, -1, name);
   lua_insert(L, -4);
   lua_pop(L, 3);
+}
+
+static void start_load(vm_t *vm, loaded_fn done) {
+  lua_State *L = vm_state(vm);
+  push_runtime_fn(L, "load");
   lua_newtable(L);
   lua_pushstring(L, g_rt.handlers_dir);
   lua_setfield(L, -2, "handlers_dir");
@@ -356,12 +361,7 @@ static void on_stop_signal(uv_signal_t *h, int sig) {
   if (g_rt.http) http_server_stop_accepting(g_rt.http);
   ws_stop(); /* `shutdown` event and close 1001 to every WebSocket connection */
   lua_State *L = vm_state(g_rt.vm);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "loaded");
-  lua_getfield(L, -1, "chatgw.runtime");
-  lua_getfield(L, -1, "shutdown");
-  lua_insert(L, -4);
-  lua_pop(L, 3);
+  push_runtime_fn(L, "shutdown");
   g_hooks_running = 1;
   vm_spawn(g_rt.vm, CO_SHUTDOWN, 0, hooks_done, NULL);
   g_drain_deadline = uv_now(g_rt.loop) + g_rt.settings.drain_timeout_ms;

@@ -24,7 +24,6 @@
 #include <lauxlib.h>
 #include <math.h>
 #include <openssl/rand.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +34,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "rt.h"
+#include "textbuf.h"
 #include "vm.h"
 #include "ws_frame.h"
 
@@ -173,66 +173,27 @@ static metric_t *m_active, *m_total, *m_recv, *m_sent, *m_slow, *m_bdur, *m_puls
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-typedef struct {
-  char *p;
-  size_t len, cap;
-  int oom;
-} sb_t;
-
-static void sb_add(sb_t *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->len + n + 1 > b->cap) {
-    size_t nc = b->cap ? b->cap : 256;
-    while (nc < b->len + n + 1)
-      nc *= 2;
-    char *np = realloc(b->p, nc);
-    if (!np) {
-      b->oom = 1;
-      return;
-    }
-    b->p = np;
-    b->cap = nc;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = 0;
-}
-
-static void sb_str(sb_t *b, const char *s) {
-  sb_add(b, s, strlen(s));
-}
-
-static void sb_fmt(sb_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_fmt(sb_t *b, const char *fmt, ...) {
-  char tmp[128];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-  va_end(ap);
-  if (n > 0) sb_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
 /* JSON string (with quotes); NULL gives null. */
-static void sb_json_str(sb_t *b, const char *s) {
+static void sb_json_str(textbuf_t *b, const char *s) {
   if (!s) {
-    sb_str(b, "null");
+    textbuf_str(b, "null");
     return;
   }
-  sb_add(b, "\"", 1);
+  textbuf_add(b, "\"", 1);
   const char *run = s;
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
     if (*p >= 0x20 && *p != '"' && *p != '\\') continue;
-    sb_add(b, run, (size_t)((const char *)p - run));
+    textbuf_add(b, run, (size_t)((const char *)p - run));
     char esc[8];
     if (*p == '"' || *p == '\\')
       snprintf(esc, sizeof esc, "\\%c", *p);
     else
       snprintf(esc, sizeof esc, "\\u%04x", *p);
-    sb_str(b, esc);
+    textbuf_str(b, esc);
     run = (const char *)p + 1;
   }
-  sb_str(b, run);
-  sb_add(b, "\"", 1);
+  textbuf_str(b, run);
+  textbuf_add(b, "\"", 1);
 }
 
 static char *xstrdup(const char *s) {
@@ -846,12 +807,12 @@ static void conn_fail(ws_conn_t *c, const char *code, const char *message, unsig
                       const char *reason) {
   if (c->state >= WC_CLOSING) return;
   if (code) {
-    sb_t b = {0};
-    sb_str(&b, "{\"type\":\"res\",\"id\":null,\"ok\":false,\"error\":{\"code\":");
+    textbuf_t b = {0};
+    textbuf_str(&b, "{\"type\":\"res\",\"id\":null,\"ok\":false,\"error\":{\"code\":");
     sb_json_str(&b, code);
-    sb_str(&b, ",\"message\":");
+    textbuf_str(&b, ",\"message\":");
     sb_json_str(&b, message);
-    sb_str(&b, "}}");
+    textbuf_str(&b, "}}");
     if (!b.oom) conn_frame(c, WS_OP_TEXT, b.p, b.len, 1);
     free(b.p);
   }
@@ -1444,10 +1405,10 @@ static void presence_flush(void) {
   size_t online = 0;
   for (ws_conn_t *c = g_conns; c; c = c->next)
     if (c->connected && c->state <= WC_OPEN) online++;
-  sb_t b = {0};
-  sb_str(&b, "{\"changes\":[");
-  sb_add(&b, g_pres ? g_pres : "", g_pres_len);
-  sb_fmt(&b, "],\"online\":%zu}", online);
+  textbuf_t b = {0};
+  textbuf_str(&b, "{\"changes\":[");
+  textbuf_add(&b, g_pres ? g_pres : "", g_pres_len);
+  textbuf_fmt(&b, "],\"online\":%zu}", online);
   g_pres_len = 0;
   g_pres_n = 0;
   if (!b.oom) {
@@ -1465,17 +1426,17 @@ static void on_pres_timer(uv_timer_t *t) {
 
 static void presence_add(ws_conn_t *c, const char *status) {
   if (g_final || g_stopping || !g_ready) return;
-  sb_t b = {g_pres, g_pres_len, g_pres_cap, 0};
-  if (g_pres_n) sb_add(&b, ",", 1);
-  sb_str(&b, "{\"connId\":");
+  textbuf_t b = {g_pres, g_pres_len, g_pres_cap, 0};
+  if (g_pres_n) textbuf_add(&b, ",", 1);
+  textbuf_str(&b, "{\"connId\":");
   sb_json_str(&b, c->id);
-  sb_str(&b, ",\"deviceId\":");
+  textbuf_str(&b, ",\"deviceId\":");
   sb_json_str(&b, c->device);
-  sb_str(&b, ",\"role\":");
+  textbuf_str(&b, ",\"role\":");
   sb_json_str(&b, c->role);
-  sb_str(&b, ",\"status\":");
+  textbuf_str(&b, ",\"status\":");
   sb_json_str(&b, status);
-  sb_fmt(&b, ",\"ts\":%.3f}", wall_now());
+  textbuf_fmt(&b, ",\"ts\":%.3f}", wall_now());
   g_pres = b.p;
   g_pres_cap = b.cap;
   if (b.oom) return;
@@ -1848,13 +1809,14 @@ static char *query_token(const char *q) {
 }
 
 static void queue_handshake(ws_conn_t *c, const char *accept, const char *rid) {
-  sb_t b = {0};
-  sb_str(&b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             "Sec-WebSocket-Accept: ");
-  sb_str(&b, accept);
-  sb_str(&b, "\r\nX-Request-Id: ");
-  sb_str(&b, rid);
-  sb_str(&b, "\r\n\r\n");
+  textbuf_t b = {0};
+  textbuf_str(&b,
+              "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              "Sec-WebSocket-Accept: ");
+  textbuf_str(&b, accept);
+  textbuf_str(&b, "\r\nX-Request-Id: ");
+  textbuf_str(&b, rid);
+  textbuf_str(&b, "\r\n\r\n");
   if (b.oom) {
     free(b.p);
     return;

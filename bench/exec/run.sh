@@ -26,41 +26,15 @@ BUILD_DIR="${BUILD_DIR:-/tmp/bench-exec-build}"
 OUT="${OUT:-$(mktemp -d /tmp/chatgw-bench-exec.XXXXXX)}"
 mkdir -p "$OUT"
 
-log() { printf '[bench-exec] %s\n' "$*" >&2; }
-die() { printf '[bench-exec] error: %s\n' "$*" >&2; exit 1; }
-for v in N CONC RUNS LAT_MS; do
-  case "${!v}" in ''|*[!0-9]*) die "$v must be a positive integer";; esac
-done
+BENCH_TAG=bench-exec
+# log, die, stop_pid (every process started here is in PIDS), build, wait_line
+. "$HERE/../lib.sh"
+STOP_WAIT_TENTHS=100 # stop_pid waits 10 s here, not 5
+
+require_uint N CONC RUNS LAT_MS
 command -v curl >/dev/null || die "curl is required"
 
-PIDS=()
-stop_pid() {
-  local pid="$1" _
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() { local pid; for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && stop_pid "$pid"; done; PIDS=(); }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_line() { # wait_line FILE REGEX SECONDS: prints the first matching line
-  local i
-  for i in $(seq 1 $(( $3 * 20 ))); do
-    if grep -m1 -E "$2" "$1" 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  die "timed out waiting for /$2/ in $1"
-}
-
-if [ -z "${CHATGW_BIN:-}" ]; then
-  log "building chatgw (RelWithDebInfo) in $BUILD_DIR"
-  cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build "$BUILD_DIR" -j "$(nproc)" --target chatgw >/dev/null
-  CHATGW_BIN="$BUILD_DIR/chatgw"
-fi
+build_chatgw_quick
 
 WORK="$OUT/chatgw"; mkdir -p "$WORK/data"
 : >"$WORK/chatgw.yml"

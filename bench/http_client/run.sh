@@ -24,50 +24,23 @@ BUILD_DIR="${BUILD_DIR:-/tmp/bench-http-build}"
 OUT="${OUT:-$(mktemp -d /tmp/chatgw-bench-http.XXXXXX)}"
 mkdir -p "$OUT"
 
-log() { printf '[bench-http] %s\n' "$*" >&2; }
-die() { printf '[bench-http] error: %s\n' "$*" >&2; exit 1; }
-for v in TOTAL CONC RUNS; do
-  case "${!v}" in ''|*[!0-9]*) die "$v must be a positive integer";; esac
-done
+BENCH_TAG=bench-http
+# log, die, stop_pid (every process started here is in PIDS), build, wait_line
+. "$HERE/../lib.sh"
+
+require_uint TOTAL CONC RUNS
 command -v node >/dev/null || die "node is required (the upstream and the fetch client)"
 command -v taskset >/dev/null || die "taskset is required (util-linux)"
 command -v curl >/dev/null || die "curl is required"
-
-PIDS=()
-stop_pid() {
-  local pid="$1" _
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() { local pid; for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && stop_pid "$pid"; done; PIDS=(); }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # CPU seconds (user + system) used so far by PID.
 cpu_of() {
   local tck; tck=$(getconf CLK_TCK)
   awk -v t="$tck" '{ sub(/^.*\) /, ""); printf "%.4f\n", ($12 + $13) / t }' "/proc/$1/stat"
 }
-# wait_line FILE REGEX SECONDS: prints the first matching line.
-wait_line() {
-  local i
-  for i in $(seq 1 $(( $3 * 20 ))); do
-    if grep -m1 -E "$2" "$1" 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  die "timed out waiting for /$2/ in $1"
-}
 
 # ---- chatgw binary ----
-if [ -z "${CHATGW_BIN:-}" ]; then
-  log "building chatgw (RelWithDebInfo) in $BUILD_DIR"
-  cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build "$BUILD_DIR" -j "$(nproc)" --target chatgw >/dev/null
-  CHATGW_BIN="$BUILD_DIR/chatgw"
-fi
+build_chatgw_quick
 
 # ---- upstream ----
 taskset -c "$UPSTREAM_CPU" node "$HERE/upstream.js" >"$OUT/upstream.log" 2>&1 &

@@ -35,63 +35,23 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 export NODE_PATH=/usr/share/nodejs
 
-log() { printf '[ws-bench] %s\n' "$*" >&2; }
-die() { printf '[ws-bench] error: %s\n' "$*" >&2; exit 1; }
-for v in CLIENTS MESSAGES INFLIGHT PAYLOAD RUNS IDLE_CLIENTS; do
-  case "${!v}" in ''|*[!0-9]*) die "$v must be a positive integer";; esac
-done
+BENCH_TAG=ws-bench
+# log, die, stop_pid (every process started here is in PIDS), packages, build, ports
+. "$HERE/../lib.sh"
+
+require_uint CLIENTS MESSAGES INFLIGHT PAYLOAD RUNS IDLE_CLIENTS
 [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 10 ] || die "RUNS must be 1..10"
 
-# ---- processes we start: stopped by PID on any exit ---------------------------------------
-PIDS=()
-stop_pid() { # SIGTERM, up to 5 s, then SIGKILL
-  local pid="$1" _
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && stop_pid "$pid"; done
-  PIDS=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # ---- tools --------------------------------------------------------------------------------
-have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 pkgs=""
 command -v node >/dev/null || pkgs="$pkgs nodejs"
 [ -f /usr/share/nodejs/ws/package.json ] || pkgs="$pkgs node-ws"
 for p in util-linux python3; do have_pkg "$p" || pkgs="$pkgs $p"; done
-pkgs="${pkgs# }"
-if [ -n "$pkgs" ]; then
-  [ -n "${NO_INSTALL:-}" ] && die "missing packages: $pkgs (NO_INSTALL set)"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  log "installing: $pkgs"
-  $SUDO apt-get update -qq
-  # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $pkgs >&2
-fi
+install_pkgs "${pkgs# }"
 NCPU="$(nproc)"
 [ "$SERVER_CPU" -lt "$NCPU" ] && [ "$CLIENT_CPU" -lt "$NCPU" ] || die "need CPUs $SERVER_CPU and $CLIENT_CPU (have $NCPU)"
 
-if [ -n "${CHATGW_BIN:-}" ]; then
-  [ -x "$CHATGW_BIN" ] || die "CHATGW_BIN=$CHATGW_BIN is not executable"
-else
-  if [ -z "${NO_INSTALL:-}" ] && [ -x "$REPO/scripts/install-deps.sh" ]; then "$REPO/scripts/install-deps.sh" >&2; fi
-  log "building chatgw (RelWithDebInfo) in $BUILD_DIR"
-  cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$OUT/cmake.log" 2>&1 ||
-    die "cmake configure failed, see $OUT/cmake.log"
-  cmake --build "$BUILD_DIR" -j2 --target chatgw >"$OUT/build.log" 2>&1 ||
-    die "build failed, see $OUT/build.log"
-  CHATGW_BIN="$BUILD_DIR/chatgw"
-fi
+build_chatgw
 
 # File descriptors: each idle connection costs one here in the server and one in the client.
 want_fds=$((IDLE_CLIENTS + CLIENTS + 1024))
@@ -107,18 +67,6 @@ fi
 
 TOKEN="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 CLK_TCK="$(getconf CLK_TCK)"
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-wait_port() { # wait_port PID PORT: up to 10 s for a TCP accept
-  local pid="$1" port="$2" _
-  for _ in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || return 1
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 
 SERVER_PID=""
 PORT=""

@@ -36,6 +36,16 @@ def sanitizer_env():
     return env
 
 
+def alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return data[data.rindex(")") + 2] != "Z"
+
+
 def run_cli(args, env=None, cwd=None, timeout=30):
     """Runs chatgw with args to completion; returns (code, stdout, stderr)."""
     e = dict(os.environ)
@@ -274,3 +284,18 @@ class GatewayTest(unittest.TestCase):
         if start:
             g.start()
         return g
+
+    def wait(self, pred, timeout=10.0, what="condition"):
+        """Polls pred until it returns something true, and returns that; fails the test after
+        timeout seconds (stretched by SLOW), naming what and adding self.wait_detail()."""
+        deadline = time.time() + timeout * SLOW
+        while time.time() < deadline:
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.02)
+        self.fail("timed out waiting for " + what + self.wait_detail())
+
+    def wait_detail(self):
+        """Appended to a wait failure: what a test case has seen so far (nothing here)."""
+        return ""

@@ -18,6 +18,17 @@ return {
 }
 """
 
+# A syntax error on line 4.
+BROKEN = """\
+return {
+  routes = {
+    ["GET /bad"] = function(req)
+      return { ok = = true }
+    end,
+  },
+}
+"""
+
 USAGE_RE = re.compile(r"^usage: chatgw ", re.M)
 
 
@@ -155,15 +166,7 @@ class CliTest(unittest.TestCase):
 
     def test_check_syntax_error(self):
         self.handler("good.lua", GOOD)
-        path = self.handler("bad.lua", """\
-            return {
-              routes = {
-                ["GET /bad"] = function(req)
-                  return { ok = = true }
-                end,
-              },
-            }
-            """)
+        path = self.handler("bad.lua", BROKEN)
         code, out, err = self.cli("check", self.hdir, "--config", self.config)
         self.assertEqual(code, 1, err)
         self.assertRegex(err, re.escape(path) + r":4: \S")
@@ -267,15 +270,7 @@ class CliTest(unittest.TestCase):
 
     def test_run_broken_script(self):
         self.handler("good.lua", GOOD)
-        path = self.handler("bad.lua", """\
-            return {
-              routes = {
-                ["GET /bad"] = function(req)
-                  return { ok = = true }
-                end,
-              },
-            }
-            """)
+        path = self.handler("bad.lua", BROKEN)
         _, _, check_err = self.cli("check", self.hdir, "--config", self.config)
         code, out, err = self.cli("run", self.hdir, "--config", self.config, timeout=10)
         self.assertEqual(code, 1, err)

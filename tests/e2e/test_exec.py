@@ -10,17 +10,7 @@ import threading
 import time
 import unittest
 
-from harness import SLOW, GatewayTest
-
-
-def alive(pid):
-    """True while pid exists and is not a zombie."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return data[data.rindex(")") + 2] != "Z"
+from harness import SLOW, GatewayTest, alive
 
 
 def wait_dead(pids, timeout=5.0):

@@ -88,15 +88,6 @@ class LockCase(GatewayTest):
             return []
         return [l for l in lines if l[0] == "run" and (who is None or l[1] == who)]
 
-    def wait(self, pred, timeout=10.0, what="condition"):
-        deadline = time.time() + timeout * SLOW
-        while time.time() < deadline:
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.02)
-        self.fail("timed out waiting for " + what)
-
 
 class LockTest(LockCase):
     def test_lock_is_held_for_the_process_and_kept_across_reloads(self):

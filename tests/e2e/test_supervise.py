@@ -6,7 +6,7 @@ import signal
 import time
 import unittest
 
-from harness import SLOW, GatewayTest, run_cli
+from harness import SLOW, GatewayTest, alive, run_cli
 
 FAST = {"CHATGW_SUPERVISE_BACKOFF_SCALE": "0.01"}  # backoff steps 10 ms, 20 ms, 50 ms, ...
 
@@ -25,16 +25,6 @@ return {
   },
 }
 """
-
-
-def alive(pid):
-    """True while pid exists and is not a zombie."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return data[data.rindex(")") + 2] != "Z"
 
 
 def handler(code):
@@ -61,14 +51,8 @@ class SuperviseCase(GatewayTest):
     def runs(self):
         return [l for l in self.lines() if l and l[0] == "run"]
 
-    def wait(self, pred, timeout=10.0, what="condition"):
-        deadline = time.time() + timeout * SLOW
-        while time.time() < deadline:
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.02)
-        self.fail("timed out waiting for " + what + "; markers: %r" % self.lines()[-20:])
+    def wait_detail(self):
+        return "; markers: %r" % self.lines()[-20:]
 
     def loop(self, g, name):
         return g.get("/loops").json()[name]

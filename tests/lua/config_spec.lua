@@ -1,20 +1,11 @@
 -- Plain-Lua checks for lua/chatgw/config.lua. Run from the repo root:
 --   luajit tests/lua/config_spec.lua
-package.path = "lua/?.lua;" .. package.path
+package.path = "lua/?.lua;tests/lua/?.lua;" .. package.path
 
 local config = require "chatgw.config"
 
-local passed, failed = 0, 0
-
-local function check(name, cond, detail)
-  if cond then
-    passed = passed + 1
-    print("ok   " .. name)
-  else
-    failed = failed + 1
-    print("FAIL " .. name .. (detail and ("\n     " .. tostring(detail)) or ""))
-  end
-end
+local spec = require "spec_helper"
+local check = spec.check
 
 local tmpfiles = {}
 
@@ -531,5 +522,4 @@ end
 
 for _, p in ipairs(tmpfiles) do os.remove(p) end
 
-print(("%d passed, %d failed"):format(passed, failed))
-if failed > 0 then os.exit(1) end
+spec.report()

@@ -1,22 +1,13 @@
 -- Plain-Lua checks for lua/chatgw/limits.lua (exec and supervisor settings) and for
 -- docs/config.md showing exactly its table. Run from the repo root:
 --   luajit tests/lua/limits_spec.lua
-package.path = "lua/?.lua;" .. package.path
+package.path = "lua/?.lua;tests/lua/?.lua;" .. package.path
 
 local limits = require "chatgw.limits"
 local config = require "chatgw.config"
 
-local passed, failed = 0, 0
-
-local function check(name, cond, detail)
-  if cond then
-    passed = passed + 1
-    print("ok   " .. name)
-  else
-    failed = failed + 1
-    print("FAIL " .. name .. (detail and ("\n     " .. tostring(detail)) or ""))
-  end
-end
+local spec = require "spec_helper"
+local check = spec.check
 
 local function env(t) return function(name) return t[name] end end
 
@@ -163,5 +154,4 @@ do
   check("defaults without a file", cfg.exec.max_global == 8 and cfg.supervise.max_restarts_per_hour == 30)
 end
 
-print(("%d passed, %d failed"):format(passed, failed))
-os.exit(failed == 0 and 0 or 1)
+spec.report()

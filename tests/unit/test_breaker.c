@@ -6,18 +6,7 @@
 
 #include "breaker.h"
 
-static int g_pass, g_fail;
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (cond) {                                                                                    \
-      g_pass++;                                                                                    \
-      printf("ok   %s:%d %s\n", __FILE__, __LINE__, #cond);                                        \
-    } else {                                                                                       \
-      g_fail++;                                                                                    \
-      printf("FAIL %s:%d %s\n", __FILE__, __LINE__, #cond);                                        \
-    }                                                                                              \
-  } while (0)
+#include "check.h"
 
 /* Transitions seen by the observer, as "closed>open,open>half_open,..." */
 static char g_log[1024];
@@ -236,6 +225,5 @@ int main(void) {
   test_stale_tickets();
   test_registry_reset_trip();
   breaker_free_all();
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_report();
 }

@@ -11,19 +11,7 @@
 #include "metrics.h"
 #include "rt.h"
 
-static int g_pass, g_fail;
-
-#define CHECK(cond, ...)                                                                           \
-  do {                                                                                             \
-    if (cond) {                                                                                    \
-      g_pass++;                                                                                    \
-    } else {                                                                                       \
-      g_fail++;                                                                                    \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__);                                                  \
-      printf(__VA_ARGS__);                                                                         \
-      printf("\n");                                                                                \
-    }                                                                                              \
-  } while (0)
+#include "check.h"
 
 static const char *const NO_ENV[] = {NULL};
 
@@ -91,9 +79,9 @@ static void test_secrets(void) {
                          "TOKENIZER", "KEYBOARD", "SECRETS_DIR",   "CHAT_GATEWAY_EXEC_MAX_GLOBAL",
                          NULL};
   for (const char **s = secret; *s; s++)
-    CHECK(exec_env_is_secret(*s, strlen(*s)), "%s should be withheld", *s);
+    CHECK_MSG(exec_env_is_secret(*s, strlen(*s)), "%s should be withheld", *s);
   for (const char **s = plain; *s; s++)
-    CHECK(!exec_env_is_secret(*s, strlen(*s)), "%s should be passed", *s);
+    CHECK_MSG(!exec_env_is_secret(*s, strlen(*s)), "%s should be passed", *s);
 }
 
 /* ---- caps ---- */
@@ -121,15 +109,15 @@ static void test_caps(void) {
   char err[256];
   for (int i = 0; i < 12; i++) {
     exec_request_t r = req_of(argv, i % 2 ? "capm" : "capn", i % 2 ? 1 : 5);
-    CHECK(exec_submit(&r, count_done, NULL, err, sizeof err) != NULL, "submit: %s", err);
+    CHECK_MSG(exec_submit(&r, count_done, NULL, err, sizeof err) != NULL, "submit: %s", err);
   }
   exec_stats_t s;
   exec_stats(&s);
-  CHECK(s.inflight == 3 && s.queued == 9, "started 3, queued 9 (got %zu, %zu)", s.inflight,
-        s.queued);
+  CHECK_MSG(s.inflight == 3 && s.queued == 9, "started 3, queued 9 (got %zu, %zu)", s.inflight,
+            s.queued);
   run_until(&g_done_total, 12);
-  CHECK(g_done_total == 12, "all 12 ran (%d)", g_done_total);
-  CHECK(g_max_inflight == 3, "never more than the global cap at once (max %d)", g_max_inflight);
+  CHECK_MSG(g_done_total == 12, "all 12 ran (%d)", g_done_total);
+  CHECK_MSG(g_max_inflight == 3, "never more than the global cap at once (max %d)", g_max_inflight);
   uv_check_stop(&g_check);
   uv_close((uv_handle_t *)&g_check, NULL);
   (void)g_max_m;
@@ -143,8 +131,8 @@ static void test_caps(void) {
     exec_submit(&r, count_done, NULL, err, sizeof err);
   }
   exec_stats(&s);
-  CHECK(s.inflight == 1 && s.queued == 3, "module cap 1 (got %zu running, %zu queued)", s.inflight,
-        s.queued);
+  CHECK_MSG(s.inflight == 1 && s.queued == 3, "module cap 1 (got %zu running, %zu queued)",
+            s.inflight, s.queued);
   run_until(&g_done_total, 4);
 }
 
@@ -157,19 +145,19 @@ static void test_results(void) {
   res_t a = {0};
   exec_request_t r = req_of(echo, "res", 8);
   exec_submit(&r, on_done, &a, err, sizeof err);
-  CHECK(a.done == 0, "done is never called from inside exec_submit");
+  CHECK_MSG(a.done == 0, "done is never called from inside exec_submit");
   run_until(&a.done, 1);
-  CHECK(a.kind == EXEC_RESULT_EXITED && a.code == 3 && strcmp(a.out, "hello") == 0,
-        "exit 3 with output (kind %d code %lld out '%s')", a.kind, (long long)a.code, a.out);
+  CHECK_MSG(a.kind == EXEC_RESULT_EXITED && a.code == 3 && strcmp(a.out, "hello") == 0,
+            "exit 3 with output (kind %d code %lld out '%s')", a.kind, (long long)a.code, a.out);
 
   static const char *const missing[] = {"/nonexistent/prog", NULL};
   res_t b = {0};
   r = req_of(missing, "res", 8);
   exec_submit(&r, on_done, &b, err, sizeof err);
-  CHECK(b.done == 0, "spawn errors are delivered later too");
+  CHECK_MSG(b.done == 0, "spawn errors are delivered later too");
   run_until(&b.done, 1);
-  CHECK(b.kind == EXEC_RESULT_SPAWN_ERROR && strncmp(b.message, "spawn: ", 7) == 0,
-        "spawn error (%d, %s)", b.kind, b.message);
+  CHECK_MSG(b.kind == EXEC_RESULT_SPAWN_ERROR && strncmp(b.message, "spawn: ", 7) == 0,
+            "spawn error (%d, %s)", b.kind, b.message);
 
   static const char *const slow[] = {"/bin/sleep", "10", NULL};
   res_t c = {0};
@@ -179,9 +167,9 @@ static void test_results(void) {
   exec_submit(&r, on_done, &c, err, sizeof err);
   run_until(&c.done, 1);
   double ms = (double)(uv_hrtime() - t0) / 1e6;
-  CHECK(c.kind == EXEC_RESULT_TIMEOUT && strncmp(c.message, "timeout: ", 9) == 0,
-        "timeout (%d, %s)", c.kind, c.message);
-  CHECK(ms < 2000, "timeout answered after SIGTERM, not after the sleep (%.0f ms)", ms);
+  CHECK_MSG(c.kind == EXEC_RESULT_TIMEOUT && strncmp(c.message, "timeout: ", 9) == 0,
+            "timeout (%d, %s)", c.kind, c.message);
+  CHECK_MSG(ms < 2000, "timeout answered after SIGTERM, not after the sleep (%.0f ms)", ms);
 
   static const char *const big[] = {"/bin/sh", "-c", "head -c 3000000 /dev/zero", NULL};
   res_t d = {0};
@@ -189,9 +177,9 @@ static void test_results(void) {
   r.max_output = 1000;
   exec_submit(&r, on_done, &d, err, sizeof err);
   run_until(&d.done, 1);
-  CHECK(d.kind == EXEC_RESULT_EXITED && d.code == 0 && d.truncated && d.out_len == 1000,
-        "output capped, child not blocked (code %lld, truncated %d, len %zu)", (long long)d.code,
-        d.truncated, d.out_len);
+  CHECK_MSG(d.kind == EXEC_RESULT_EXITED && d.code == 0 && d.truncated && d.out_len == 1000,
+            "output capped, child not blocked (code %lld, truncated %d, len %zu)",
+            (long long)d.code, d.truncated, d.out_len);
 
   static const char *const cat[] = {"/bin/cat", NULL};
   res_t e = {0};
@@ -201,7 +189,7 @@ static void test_results(void) {
   r.stdin_len = 10;
   exec_submit(&r, on_done, &e, err, sizeof err);
   run_until(&e.done, 1);
-  CHECK(strcmp(e.out, "from stdin") == 0, "stdin reaches the child ('%s')", e.out);
+  CHECK_MSG(strcmp(e.out, "from stdin") == 0, "stdin reaches the child ('%s')", e.out);
 
   static const char *const envp[] = {"/bin/sh", "-c", "printf '%s|%s' \"$A_VAR\" \"$HOME\"", NULL};
   static const char *const set[] = {"A_VAR=x y", NULL};
@@ -212,7 +200,7 @@ static void test_results(void) {
   r.env_unset = unset;
   exec_submit(&r, on_done, &f, err, sizeof err);
   run_until(&f.done, 1);
-  CHECK(strcmp(f.out, "x y|") == 0, "env set and unset ('%s')", f.out);
+  CHECK_MSG(strcmp(f.out, "x y|") == 0, "env set and unset ('%s')", f.out);
 }
 
 /* ---- queue bound, abandon ---- */
@@ -225,13 +213,13 @@ static void test_busy_and_abandon(void) {
   exec_request_t r = req_of(slow, "ab", 1);
   exec_job_t *running = exec_submit(&r, on_done, &a, err, sizeof err);
   exec_job_t *queued = exec_submit(&r, on_done, &b, err, sizeof err);
-  CHECK(running && queued, "one runs, one waits");
+  CHECK_MSG(running && queued, "one runs, one waits");
   exec_job_t *third = exec_submit(&r, on_done, &b, err, sizeof err);
-  CHECK(!third && strncmp(err, "busy: ", 6) == 0, "third is busy (%s)", err);
+  CHECK_MSG(!third && strncmp(err, "busy: ", 6) == 0, "third is busy (%s)", err);
   exec_abandon(queued);
   exec_stats_t s;
   exec_stats(&s);
-  CHECK(s.queued == 0 && s.inflight == 1, "abandoned while queued: dropped");
+  CHECK_MSG(s.queued == 0 && s.inflight == 1, "abandoned while queued: dropped");
   exec_abandon(running);
   uint64_t t0 = uv_hrtime();
   while (uv_run(g_rt.loop, UV_RUN_ONCE)) {
@@ -239,9 +227,9 @@ static void test_busy_and_abandon(void) {
     if (s.jobs == 0) break;
   }
   exec_stats(&s);
-  CHECK(s.jobs == 0 && s.inflight == 0, "abandoned while running: killed, reaped, slot freed");
-  CHECK((uv_hrtime() - t0) / 1000000 < 3000, "killed promptly");
-  CHECK(a.done == 0 && b.done == 0, "no callback after abandon");
+  CHECK_MSG(s.jobs == 0 && s.inflight == 0, "abandoned while running: killed, reaped, slot freed");
+  CHECK_MSG((uv_hrtime() - t0) / 1000000 < 3000, "killed promptly");
+  CHECK_MSG(a.done == 0 && b.done == 0, "no callback after abandon");
 }
 
 /* ---- shutdown ---- */
@@ -253,17 +241,17 @@ static void test_shutdown(void) {
   res_t a = {0};
   exec_request_t r = req_of(slow, "sd", 8);
   exec_job_t *j = exec_submit(&r, on_done, &a, err, sizeof err);
-  CHECK(j != NULL, "submit");
+  CHECK_MSG(j != NULL, "submit");
   for (int i = 0; i < 5; i++)
     uv_run(g_rt.loop, UV_RUN_NOWAIT);
   exec_shutdown();
   exec_abandon(j); /* what cancelling its coroutine does */
   exec_job_t *late = exec_submit(&r, on_done, &a, err, sizeof err);
-  CHECK(!late && strncmp(err, "cancelled: ", 11) == 0, "no new jobs after shutdown (%s)", err);
+  CHECK_MSG(!late && strncmp(err, "cancelled: ", 11) == 0, "no new jobs after shutdown (%s)", err);
   uint64_t t0 = uv_hrtime();
   uv_run(g_rt.loop, UV_RUN_DEFAULT);
-  CHECK((uv_hrtime() - t0) / 1000000 < 3000, "children killed at shutdown");
-  CHECK(uv_loop_close(g_rt.loop) == 0, "the loop closes: no handle left");
+  CHECK_MSG((uv_hrtime() - t0) / 1000000 < 3000, "children killed at shutdown");
+  CHECK_MSG(uv_loop_close(g_rt.loop) == 0, "the loop closes: no handle left");
 }
 
 int main(void) {
@@ -276,6 +264,5 @@ int main(void) {
   test_busy_and_abandon();
   test_shutdown();
   metrics_shutdown();
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_report();
 }

@@ -10,7 +10,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,22 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 
-static int t_pass, t_fail;
-
-static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s - ", ok ? "ok  " : "FAIL");
-  vprintf(fmt, ap);
-  printf("\n");
-  fflush(stdout);
-  va_end(ap);
-  if (ok)
-    t_pass++;
-  else
-    t_fail++;
-}
+#include "check.h"
 
 /* ---- server side (loop thread) ------------------------------------------------------------ */
 
@@ -742,6 +726,5 @@ int main(void) {
   int lc = uv_loop_close(&t_loop);
   check(lc == 0, "uv_loop_close returns 0 (%d)", lc);
   metrics_shutdown();
-  printf("%d passed, %d failed\n", t_pass, t_fail);
-  return t_fail ? 1 : 0;
+  return check_report();
 }

@@ -8,18 +8,7 @@
 
 #include "limiter.h"
 
-static int g_pass, g_fail;
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (cond) {                                                                                    \
-      g_pass++;                                                                                    \
-      printf("ok   %s:%d %s\n", __FILE__, __LINE__, #cond);                                        \
-    } else {                                                                                       \
-      g_fail++;                                                                                    \
-      printf("FAIL %s:%d %s\n", __FILE__, __LINE__, #cond);                                        \
-    }                                                                                              \
-  } while (0)
+#include "check.h"
 
 #define K(s) (s), strlen(s)
 #define NEAR(a, b) (fabs((a) - (b)) < 1e-6)
@@ -263,6 +252,5 @@ int main(void) {
   test_max_keys();
   test_registry();
   limiter_free_all();
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_report();
 }

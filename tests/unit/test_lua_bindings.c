@@ -11,7 +11,7 @@
 #include "metrics.h"
 #include "shared.h"
 
-static int g_pass, g_fail;
+#include "check.h"
 
 /* Helpers available to every snippet. */
 static const char *PRELUDE =
@@ -293,6 +293,5 @@ int main(void) {
   lua_close(L);
   metrics_shutdown();
   shared_dict_free_all();
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_report();
 }

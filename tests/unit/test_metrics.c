@@ -7,18 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 
-static int g_pass, g_fail;
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (cond) {                                                                                    \
-      g_pass++;                                                                                    \
-      printf("ok   %s:%d %s\n", __FILE__, __LINE__, #cond);                                        \
-    } else {                                                                                       \
-      g_fail++;                                                                                    \
-      printf("FAIL %s:%d %s\n", __FILE__, __LINE__, #cond);                                        \
-    }                                                                                              \
-  } while (0)
+#include "check.h"
 
 static char *render(void) {
   size_t len = 0;
@@ -322,6 +311,5 @@ int main(void) {
   test_escaping();
   test_many_series_and_cap();
   test_order_and_shutdown();
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_report();
 }

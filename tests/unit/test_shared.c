@@ -6,18 +6,7 @@
 
 #include "shared.h"
 
-static int g_pass, g_fail;
-
-#define CHECK(cond)                                                                                \
-  do {                                                                                             \
-    if (cond) {                                                                                    \
-      g_pass++;                                                                                    \
-      printf("ok   %s:%d %s\n", __FILE__, __LINE__, #cond);                                        \
-    } else {                                                                                       \
-      g_fail++;                                                                                    \
-      printf("FAIL %s:%d %s\n", __FILE__, __LINE__, #cond);                                        \
-    }                                                                                              \
-  } while (0)
+#include "check.h"
 
 /* Mirrors SHARED_ENTRY_OVERHEAD in shared.c (the documented per-entry cost). */
 #define OVERHEAD 64
@@ -347,6 +336,5 @@ int main(void) {
   shared_dict_t *d = shared_dict_get("basic", 0);
   CHECK(d != NULL && shared_count(d, 0) == 0);
   shared_dict_free_all();
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check_report();
 }

@@ -1,7 +1,6 @@
 /* test_ws_frame.c - unit test for runtime/ws_frame.c: server frame headers (checked against
  * wslay's own frame parser), the handshake accept key (RFC 6455's example), close payloads and
  * codes, and the incremental UTF-8 validator. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,21 +8,7 @@
 
 #include "ws_frame.h"
 
-static int t_pass, t_fail;
-
-static void check(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void check(int ok, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s - ", ok ? "ok  " : "FAIL");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  if (ok)
-    t_pass++;
-  else
-    t_fail++;
-}
+#include "check.h"
 
 /* ---- wslay parses what ws_frame_header builds ---- */
 
@@ -188,6 +173,5 @@ int main(void) {
   test_accept_key();
   test_close();
   test_utf8();
-  printf("%d passed, %d failed\n", t_pass, t_fail);
-  return t_fail ? 1 : 0;
+  return check_report();
 }

@@ -62,6 +62,11 @@ end
 
 local JSON_CT = "application/json"
 local TEXT_CT = "text/plain; charset=utf-8"
+-- Shared response header tables: C only reads them, nothing may change them.
+local JSON_HEADERS = { ["Content-Type"] = JSON_CT }
+local TEXT_HEADERS = { ["Content-Type"] = TEXT_CT }
+local NO_HEADERS = {}
+local HEALTH_OK = '{"ok":true}'
 
 local function json_error(status, code, extra_headers, fields)
   local body = { ok = false, error = code }
@@ -76,7 +81,7 @@ end
 local function health(req)
   local status, checks = run_health_checks()
   if req.query.verbose ~= "1" and req.query.verbose ~= "true" then
-    if status == "ok" then return { ok = true } end
+    if status == "ok" then return 200, HEALTH_OK, JSON_HEADERS end
     return { ok = true, status = status }
   end
   local info = chatgw._runtime_info()
@@ -178,6 +183,15 @@ local function normalize(a, b, c)
   if headers ~= nil and type(headers) ~= "table" then
     error("handler returned headers of type " .. type(headers) .. " (want a table)", 0)
   end
+  local bt = type(body)
+  if headers == nil then
+    -- The common case: no headers from the handler. Shared, read-only header tables.
+    if bt == "table" then return status, json.encode(body), JSON_HEADERS end
+    if bt == "string" then return status, body, TEXT_HEADERS end
+    if body == nil then return status, "", NO_HEADERS end
+  elseif headers == JSON_HEADERS or headers == TEXT_HEADERS then
+    if bt == "string" then return status, body, headers end
+  end
   local out = {}
   if headers then
     for k, v in pairs(headers) do
@@ -187,7 +201,6 @@ local function normalize(a, b, c)
       out[k] = tostring(v)
     end
   end
-  local bt = type(body)
   if bt == "table" then
     body = json.encode(body)
     if not has_content_type(out) then out["Content-Type"] = JSON_CT end

@@ -321,11 +321,11 @@ static int l_locks(lua_State *L) {
 
 /* ---- coroutine helpers for the supervisor ---- */
 
-/* chatgw._co_self() -> an opaque handle of the running coroutine, or nil */
+/* chatgw._co_self() -> the running coroutine's id (a number), or nil */
 static int l_co_self(lua_State *L) {
   co_t *co = vm_current();
   if (co)
-    lua_pushlightuserdata(L, co);
+    lua_pushnumber(L, (lua_Number)vm_co_id(co));
   else
     lua_pushnil(L);
   return 1;
@@ -334,10 +334,10 @@ static int l_co_self(lua_State *L) {
 /* chatgw._co_cancel(handle, reason) -> true if that coroutine was still running here */
 static int l_co_cancel(lua_State *L) {
   vm_t *vm = lua_touserdata(L, lua_upvalueindex(1));
-  if (lua_type(L, 1) != LUA_TLIGHTUSERDATA)
+  if (lua_type(L, 1) != LUA_TNUMBER)
     return luaL_error(L, "chatgw._co_cancel: handle must come from chatgw._co_self()");
   const char *reason = luaL_optstring(L, 2, "stopped");
-  lua_pushboolean(L, vm_cancel_live(vm, lua_touserdata(L, 1), reason));
+  lua_pushboolean(L, vm_cancel_id(vm, (uint64_t)lua_tonumber(L, 1), reason));
   return 1;
 }
 

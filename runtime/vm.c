@@ -26,6 +26,7 @@ struct co {
   int cancel_notified; /* it has already been handed "cancelled: ..." once */
   int held;            /* spawned before its state was activated: waits in vm->held */
   int finished_ok;     /* returned normally: its thread may be reused */
+  uint64_t id;         /* unique for the process: a handle Lua can keep (vm_cancel_id) */
   char cancel_reason[32];
   wake_t wake; /* why it sits in the ready queue */
   int start_nargs;
@@ -276,6 +277,8 @@ static co_t *co_create(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, voi
     co->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   lua_xmove(L, co->L, nargs + 1);
+  static uint64_t next_id = 1;
+  co->id = next_id++;
   co->vm = vm;
   co->kind = kind;
   co->done = done;
@@ -452,10 +455,14 @@ void vm_cancel(co_t *co, const char *reason) {
   }
 }
 
-int vm_cancel_live(vm_t *vm, co_t *co, const char *reason) {
+uint64_t vm_co_id(co_t *co) {
+  return co->id;
+}
+
+int vm_cancel_id(vm_t *vm, uint64_t id, const char *reason) {
   for (co_t *c = vm->cos; c; c = c->next) {
-    if (c == co) {
-      vm_cancel(co, reason);
+    if (c->id == id) {
+      vm_cancel(c, reason);
       return 1;
     }
   }

@@ -84,9 +84,11 @@ void vm_resume(co_t *co, int nargs);
 /* Cancel co's wait (if any) and resume it with nil, "cancelled: <reason>" on the next loop
  * iteration. */
 void vm_cancel(co_t *co, const char *reason);
-/* vm_cancel(co) if co is still one of vm's coroutines; a stale pointer is ignored. Returns 1
- * if co was found. (Used to stop supervised loops at shutdown.) */
-int vm_cancel_live(vm_t *vm, co_t *co, const char *reason);
+/* A coroutine's id: unique for the life of the process, so Lua can hold it as a handle. */
+uint64_t vm_co_id(co_t *co);
+/* vm_cancel the coroutine with that id if it is still one of vm's; returns 1 if found. (Used to
+ * stop supervised loops at shutdown.) */
+int vm_cancel_id(vm_t *vm, uint64_t id, const char *reason);
 
 /* Timers owned by a state (chatgw.every): stopped when the state is retired. */
 int vm_every_start(lua_State *L, vm_t *vm, uint64_t interval_ms, int fn_index);

@@ -1,14 +1,10 @@
 /* rt.c - boot, reload (SIGHUP) and graceful stop (SIGTERM/SIGINT) of the runtime. */
 #include "rt.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <lauxlib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 

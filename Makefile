@@ -5,7 +5,7 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test deps build build-asan test-normal test-asan format clean bench
+.PHONY: run test deps build build-asan test-normal test-asan check-layers format clean bench
 
 run: deps build
 	./$(BUILD)/chatgw run handlers/
@@ -32,8 +32,13 @@ test:
 	$(MAKE) test-normal
 	$(MAKE) test-asan
 
+# No module calls a higher layer, and the module graph has no cycle (scripts/check-layers.py).
+check-layers: build
+	python3 scripts/check-layers.py $(BUILD)
+
 format:
-	clang-format -i runtime/*.c runtime/*.h tests/unit/*.c
+	clang-format -i runtime/*.c runtime/*.h runtime/*/*.c runtime/*/*.h tests/unit/*.h \
+	  tests/unit/*/*.c
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)

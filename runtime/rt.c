@@ -5,20 +5,44 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <unistd.h>
 
+#include "breaker.h"
+#include "clock.h"
 #include "exec.h"
 #include "http_client.h"
+#include "lib.h"
+#include "limiter.h"
 #include "lock.h"
 #include "log.h"
 #include "metrics.h"
+#include "request.h"
 #include "settings.h"
 #include "shared.h"
 #include "token.h"
 #include "vm.h"
+#include "ws.h"
 
-rt_t g_rt;
+typedef struct {
+  uv_loop_t *loop;
+  http_server_t *http;
+  vm_t *vm; /* the current Lua state: new requests go here */
+  settings_t settings;
+  lib_host_t host; /* what the bindings see: loop, token, data dir, start, reloads, server */
+  vm_options_t vm_opts;
+  char handlers_dir[1024];
+  char config_path[1024];
+  int config_path_explicit;
+  char lua_dir[1024];      /* directory holding the chatgw Lua layer */
+  char token_source[1100]; /* "env" or the path of the generated token file */
+  int reloading;           /* a reload is in progress */
+  int reload_again;        /* a SIGHUP arrived during the reload */
+  int stopping;            /* SIGTERM/SIGINT seen */
+  int check_only;          /* chatgw check */
+  int exit_code;
+} rt_t;
+
+static rt_t g_rt;
 
 static uv_signal_t g_sighup, g_sigterm, g_sigint;
 static uv_timer_t g_reload_timer; /* runs a queued reload outside of any Lua call */
@@ -31,16 +55,6 @@ static metric_t *g_m_reloads;
 static void log_flush_cb(uv_prepare_t *h) {
   (void)h;
   log_flush();
-}
-
-uint64_t rt_now_ms(void) {
-  return g_rt.loop ? uv_now(g_rt.loop) : uv_hrtime() / 1000000;
-}
-
-double rt_wall_time(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
 /* ---- loading config + handlers into a state ---- */
@@ -162,17 +176,17 @@ static void finish_exit(void) {
 static void on_http_request(http_request_t *req, void *ud) {
   (void)ud;
   if (ws_handle_request(req)) return; /* the WebSocket path (upgrade) */
-  vm_dispatch_request(g_rt.vm, req);
+  request_dispatch(g_rt.vm, req);
 }
 
-static int listen_all(const rt_settings_t *s, char *err, size_t errlen) {
+static int listen_all(const settings_t *s, char *err, size_t errlen) {
   g_rt.http = http_server_new(g_rt.loop, &s->http, on_http_request, NULL);
   if (!g_rt.http) {
     snprintf(err, errlen, "cannot create the HTTP server");
     return -1;
   }
   for (int i = 0; i < s->nlisteners; i++) {
-    const rt_listener_conf_t *l = &s->listeners[i];
+    const settings_listener_t *l = &s->listeners[i];
     if (http_server_listen(g_rt.http, l->name, l->host, l->port, err, errlen) != 0) return -1;
     char port[16];
     snprintf(port, sizeof port, "%d", http_server_port(g_rt.http, l->name));
@@ -206,10 +220,10 @@ static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
     schedule_exit();
     return;
   }
-  settings_apply_runtime(&g_rt.settings);
+  settings_apply_runtime(&g_rt.settings, NULL);
   if (data_dir_prepare(g_rt.settings.data_dir, err, sizeof err) != 0 ||
-      token_setup(g_rt.settings.data_dir, g_rt.token, sizeof g_rt.token, g_rt.token_source,
-                  sizeof g_rt.token_source, err, sizeof err) != 0 ||
+      token_setup(g_rt.settings.data_dir, g_rt.host.token, sizeof g_rt.host.token,
+                  g_rt.token_source, sizeof g_rt.token_source, err, sizeof err) != 0 ||
       listen_all(&g_rt.settings, err, sizeof err) != 0) {
     fprintf(stderr, "chatgw: %s\n", err);
     g_rt.exit_code = 1;
@@ -217,7 +231,8 @@ static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
     schedule_exit();
     return;
   }
-  g_rt.token_len = strlen(g_rt.token);
+  g_rt.host.token_len = strlen(g_rt.host.token);
+  g_rt.host.http = g_rt.http;
   g_rt.vm = vm;
   vm_activate(vm);
   log_field_t f[] = {{"version", CHATGW_VERSION, 0}, {"handlers", g_rt.handlers_dir, 0}};
@@ -229,22 +244,23 @@ static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
 static void reload_timer_cb(uv_timer_t *t);
 
 static void reload_finished(int ok, const char *error) {
+  lib_reload_stats_t *r = &g_rt.host.reloads;
   g_rt.reloading = 0;
-  g_rt.reloads.count++;
-  g_rt.reloads.last_time = rt_wall_time();
-  g_rt.reloads.last_ok = ok;
+  r->count++;
+  r->last_time = clock_wall_s();
+  r->last_ok = ok;
   const char *labels[] = {ok ? "ok" : "failed"};
   metrics_inc(g_m_reloads, labels, 1);
   if (ok) {
-    g_rt.reloads.ok++;
+    r->ok++;
     log_field_t f[] = {{"generation", NULL, 1}};
     char gen[32];
     snprintf(gen, sizeof gen, "%llu", (unsigned long long)vm_generation(g_rt.vm));
     f[0].value = gen;
     log_write(LOG_INFO, "reload ok", f, 1);
   } else {
-    g_rt.reloads.failed++;
-    snprintf(g_rt.reloads.last_error, sizeof g_rt.reloads.last_error, "%s", error);
+    r->failed++;
+    snprintf(r->last_error, sizeof r->last_error, "%s", error);
     log_field_t f[] = {{"error", error, 0}};
     log_write(LOG_ERROR, "reload failed: keeping the running handlers", f, 1);
   }
@@ -261,7 +277,7 @@ static void reload_loaded(vm_t *vm, int ok, lua_State *T) {
     return;
   }
   char err[4096];
-  rt_settings_t s;
+  settings_t s;
   if (!ok) {
     collect_errors(T, err, sizeof err);
     vm_retire(vm, "reload failed");
@@ -279,12 +295,12 @@ static void reload_loaded(vm_t *vm, int ok, lua_State *T) {
   s.nlisteners = g_rt.settings.nlisteners;
   memcpy(s.data_dir, g_rt.settings.data_dir, sizeof s.data_dir);
   g_rt.settings = s;
-  settings_apply_runtime(&g_rt.settings);
+  settings_apply_runtime(&g_rt.settings, g_rt.http);
   vm_t *old = g_rt.vm;
   g_rt.vm = vm;
   if (old) vm_retire(old, "reload");
   vm_activate(vm);
-  g_rt.reloads.last_error[0] = 0;
+  g_rt.host.reloads.last_error[0] = 0;
   reload_finished(1, NULL);
 }
 
@@ -297,7 +313,7 @@ static void do_reload(void) {
   g_rt.reloading = 1;
   log_infof("reload: loading config and handlers");
   char err[2048];
-  vm_t *vm = vm_new(err, sizeof err);
+  vm_t *vm = vm_new(&g_rt.vm_opts, err, sizeof err);
   if (!vm) {
     reload_finished(0, err);
     return;
@@ -378,15 +394,22 @@ int rt_run(const char *handlers_dir, const char *config_path, int config_explici
   const char *lua_dir = getenv("CHATGW_LUA_DIR");
   snprintf(g_rt.lua_dir, sizeof g_rt.lua_dir, "%s",
            lua_dir && *lua_dir ? lua_dir : CHATGW_LUA_DIR_DEFAULT);
-  g_rt.started_wall = rt_wall_time();
-  g_rt.started_ms = uv_now(g_rt.loop);
-  settings_default(&g_rt.settings);
+  g_rt.host.loop = g_rt.loop;
+  g_rt.host.check_only = check_only;
+  g_rt.host.data_dir = g_rt.settings.data_dir;
+  g_rt.host.started_wall = clock_wall_s();
+  g_rt.host.started_ms = uv_now(g_rt.loop);
+  g_rt.vm_opts = (vm_options_t){g_rt.lua_dir, lib_open_state, &g_rt.host};
 
   metrics_init();
   const char *lbl[] = {"result"};
   g_m_reloads =
       metrics_counter("chatgw_reloads_total", "Reloads by result (ok, failed).", lbl, 1, NULL);
   vm_sched_init(g_rt.loop);
+  exec_init(g_rt.loop);
+  ws_init(g_rt.loop);
+  request_init();
+  lib_ws_install_hooks();
   uv_signal_init(g_rt.loop, &g_sighup);
   uv_signal_init(g_rt.loop, &g_sigterm);
   uv_signal_init(g_rt.loop, &g_sigint);
@@ -403,7 +426,7 @@ int rt_run(const char *handlers_dir, const char *config_path, int config_explici
   }
 
   char err[2048];
-  vm_t *vm = vm_new(err, sizeof err);
+  vm_t *vm = vm_new(&g_rt.vm_opts, err, sizeof err);
   if (!vm) {
     fprintf(stderr, "chatgw: cannot start the Lua runtime: %s\n", err);
     g_rt.exit_code = 1;
@@ -414,13 +437,15 @@ int rt_run(const char *handlers_dir, const char *config_path, int config_explici
   uv_run(g_rt.loop, UV_RUN_DEFAULT);
 
   if (g_rt.http) http_server_free(g_rt.http);
-  g_rt.http = NULL;
+  g_rt.http = g_rt.host.http = NULL;
   int rc = uv_loop_close(g_rt.loop);
   if (rc != 0) {
     log_errorf("event loop closed with handles still open: %s", uv_strerror(rc));
     if (!g_rt.exit_code) g_rt.exit_code = 70;
   }
   shared_dict_free_all();
+  limiter_free_all();
+  breaker_free_all();
   lock_release_all();
   metrics_shutdown();
   log_set_buffered(0);

@@ -1,91 +1,103 @@
-/* settings.c - copy the validated config table into rt_settings_t (see settings.h). */
+/* settings.c - copy the validated config table into settings_t (see settings.h). */
 #include "settings.h"
 
-#include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "log.h"
 
-void settings_default(rt_settings_t *s) {
-  memset(s, 0, sizeof *s);
-  s->nlisteners = 1;
-  snprintf(s->listeners[0].name, sizeof s->listeners[0].name, "main");
-  snprintf(s->listeners[0].host, sizeof s->listeners[0].host, "127.0.0.1");
-  s->listeners[0].port = 8787;
-  http_limits_default(&s->http);
-  ws_settings_default(&s->ws);
-  s->drain_timeout_ms = 10000;
-  snprintf(s->data_dir, sizeof s->data_dir, "./data");
-  snprintf(s->log_level, sizeof s->log_level, "info");
-}
+/* A reader of one config table: the first missing or mistyped value stops it with an error. */
+typedef struct {
+  lua_State *L;
+  char *err;
+  size_t errlen;
+  int failed;
+} reader_t;
 
-/* Reads t[k1][k2] (k2 may be NULL) as a number; keeps *out when absent. */
-static void get_num(lua_State *L, int t, const char *k1, const char *k2, double *out) {
+/* Pushes t[k1][k2] (k2 may be NULL); t is an absolute index. */
+static void push_path(lua_State *L, int t, const char *k1, const char *k2) {
   lua_getfield(L, t, k1);
-  if (k2 && lua_istable(L, -1)) {
-    lua_getfield(L, -1, k2);
+  if (k2) {
+    if (lua_istable(L, -1))
+      lua_getfield(L, -1, k2);
+    else
+      lua_pushnil(L);
     lua_remove(L, -2);
   }
-  if (lua_type(L, -1) == LUA_TNUMBER) *out = lua_tonumber(L, -1);
-  lua_pop(L, 1);
 }
 
-static void get_str(lua_State *L, int t, const char *k1, const char *k2, char *out, size_t len) {
-  lua_getfield(L, t, k1);
-  if (k2 && lua_istable(L, -1)) {
-    lua_getfield(L, -1, k2);
-    lua_remove(L, -2);
-  }
-  if (lua_type(L, -1) == LUA_TSTRING) snprintf(out, len, "%s", lua_tostring(L, -1));
-  lua_pop(L, 1);
+static int missing(reader_t *r, const char *k1, const char *k2, const char *want) {
+  if (!r->failed)
+    snprintf(r->err, r->errlen, "config: internal: %s%s%s is not a %s (schema and reader disagree)",
+             k1, k2 ? "." : "", k2 ? k2 : "", want);
+  r->failed = 1;
+  return 0;
 }
 
-static void get_u64(lua_State *L, int t, const char *k1, const char *k2, uint64_t *out) {
-  double d = (double)*out;
-  get_num(L, t, k1, k2, &d);
-  *out = (uint64_t)d;
+static double num(reader_t *r, int t, const char *k1, const char *k2) {
+  push_path(r->L, t, k1, k2);
+  double v = 0;
+  if (lua_type(r->L, -1) == LUA_TNUMBER)
+    v = lua_tonumber(r->L, -1);
+  else
+    missing(r, k1, k2, "number");
+  lua_pop(r->L, 1);
+  return v;
 }
 
-static void get_size(lua_State *L, int t, const char *k1, const char *k2, size_t *out) {
-  double d = (double)*out;
-  get_num(L, t, k1, k2, &d);
-  *out = (size_t)d;
+static void str(reader_t *r, int t, const char *k1, const char *k2, char *out, size_t len) {
+  push_path(r->L, t, k1, k2);
+  if (lua_type(r->L, -1) == LUA_TSTRING)
+    snprintf(out, len, "%s", lua_tostring(r->L, -1));
+  else
+    missing(r, k1, k2, "string");
+  lua_pop(r->L, 1);
+}
+
+static int boolean(reader_t *r, int t, const char *k1, const char *k2) {
+  push_path(r->L, t, k1, k2);
+  int v = 0;
+  if (lua_type(r->L, -1) == LUA_TBOOLEAN)
+    v = lua_toboolean(r->L, -1);
+  else
+    missing(r, k1, k2, "boolean");
+  lua_pop(r->L, 1);
+  return v;
 }
 
 /* Listeners: "main" first, then the others in name order, so logs and ports are stable. */
-static int read_listeners(lua_State *L, int t, rt_settings_t *s, char *err, size_t errlen) {
+static int read_listeners(reader_t *r, int t, settings_t *s) {
+  lua_State *L = r->L;
   lua_getfield(L, t, "listeners");
   if (!lua_istable(L, -1)) {
     lua_pop(L, 1);
-    return 0;
+    missing(r, "listeners", NULL, "table");
+    return -1;
   }
   int lt = lua_gettop(L);
-  rt_listener_conf_t all[RT_MAX_LISTENERS];
+  settings_listener_t all[SETTINGS_MAX_LISTENERS];
   int n = 0;
   lua_pushnil(L);
   while (lua_next(L, lt) != 0) {
     if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
-      if (n == RT_MAX_LISTENERS) {
-        snprintf(err, errlen, "config: at most %d listeners", RT_MAX_LISTENERS);
+      if (n == SETTINGS_MAX_LISTENERS) {
+        snprintf(r->err, r->errlen, "config: at most %d listeners", SETTINGS_MAX_LISTENERS);
         lua_pop(L, 3);
         return -1;
       }
-      rt_listener_conf_t *l = &all[n++];
+      settings_listener_t *l = &all[n++];
       memset(l, 0, sizeof *l);
       snprintf(l->name, sizeof l->name, "%s", lua_tostring(L, -2));
-      snprintf(l->host, sizeof l->host, "127.0.0.1");
-      get_str(L, lua_gettop(L), "host", NULL, l->host, sizeof l->host);
-      double port = 0;
-      get_num(L, lua_gettop(L), "port", NULL, &port);
-      l->port = (int)port;
+      int e = lua_gettop(L);
+      str(r, e, "host", NULL, l->host, sizeof l->host);
+      l->port = (int)num(r, e, "port", NULL);
     }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
   /* insertion sort by name with main first */
   for (int i = 1; i < n; i++) {
-    rt_listener_conf_t tmp = all[i];
+    settings_listener_t tmp = all[i];
     int j = i - 1;
     while (j >= 0 && (strcmp(tmp.name, "main") == 0 ||
                       (strcmp(all[j].name, "main") != 0 && strcmp(all[j].name, tmp.name) > 0))) {
@@ -94,45 +106,91 @@ static int read_listeners(lua_State *L, int t, rt_settings_t *s, char *err, size
     }
     all[j + 1] = tmp;
   }
-  if (n) {
-    memcpy(s->listeners, all, sizeof(all[0]) * (size_t)n);
-    s->nlisteners = n;
-  }
-  return 0;
+  memcpy(s->listeners, all, sizeof(all[0]) * (size_t)n);
+  s->nlisteners = n;
+  return r->failed ? -1 : 0;
 }
 
-int settings_read(lua_State *L, int idx, rt_settings_t *s, char *err, size_t errlen) {
-  settings_default(s);
+static void read_http(reader_t *r, int t, http_limits_t *h) {
+  h->max_header_bytes = (size_t)num(r, t, "http", "max_header_bytes");
+  h->max_body_bytes = (size_t)num(r, t, "http", "max_body_bytes");
+  h->header_timeout_ms = (uint64_t)num(r, t, "http", "header_timeout_ms");
+  h->body_timeout_ms = (uint64_t)num(r, t, "http", "body_timeout_ms");
+  h->idle_timeout_ms = (uint64_t)num(r, t, "http", "idle_timeout_ms");
+  h->max_connections = (size_t)num(r, t, "http", "max_connections");
+}
+
+static void read_ws(reader_t *r, int cfg, ws_settings_t *w) {
+  lua_State *L = r->L;
+  memset(w, 0, sizeof *w);
+  lua_getfield(L, cfg, "ws");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    missing(r, "ws", NULL, "table");
+    return;
+  }
+  int t = lua_gettop(L);
+  w->enabled = boolean(r, t, "enabled", NULL);
+  str(r, t, "path", NULL, w->path, sizeof w->path);
+  lua_getfield(L, t, "origins");
+  size_t off = 0, n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, (int)i);
+    size_t l = 0;
+    const char *o = lua_tolstring(L, -1, &l);
+    if (o && l && off + l + 2 < sizeof w->origins) {
+      memcpy(w->origins + off, o, l + 1);
+      off += l + 1;
+    }
+    lua_pop(L, 1);
+  }
+  w->origins[off] = 0;
+  lua_pop(L, 1);
+  w->max_payload = (size_t)num(r, t, "max_payload", NULL);
+  w->max_buffered_bytes = (size_t)num(r, t, "max_buffered_bytes", NULL);
+  w->ping_interval_ms = (uint64_t)num(r, t, "ping_interval_ms", NULL);
+  w->pong_timeout_ms = (uint64_t)num(r, t, "pong_timeout_ms", NULL);
+  w->handshake_timeout_ms = (uint64_t)num(r, t, "handshake_timeout_ms", NULL);
+  w->close_timeout_ms = (uint64_t)num(r, t, "close_timeout_ms", NULL);
+  w->max_connections = (size_t)num(r, t, "max_connections", NULL);
+  w->max_per_ip = (size_t)num(r, t, "max_per_ip", NULL);
+  w->data_max_bytes = (size_t)num(r, t, "data_max_bytes", NULL);
+  w->rate_per_second = num(r, t, "rate_limit", "messages_per_second");
+  w->rate_burst = num(r, t, "rate_limit", "burst");
+  w->rate_close_after = (unsigned)num(r, t, "rate_limit", "close_after");
+  w->presence_batch_size = (size_t)num(r, t, "presence", "batch_size");
+  w->presence_flush_interval_ms = (uint64_t)num(r, t, "presence", "flush_interval_ms");
+  lua_pop(L, 1);
+}
+
+int settings_read(lua_State *L, int idx, settings_t *s, char *err, size_t errlen) {
+  memset(s, 0, sizeof *s);
   if (!lua_istable(L, idx)) {
     snprintf(err, errlen, "config: the loader returned no table");
     return -1;
   }
   int t = idx > 0 ? idx : lua_gettop(L) + idx + 1;
-  if (read_listeners(L, t, s, err, errlen) != 0) return -1;
-  get_str(L, t, "data_dir", NULL, s->data_dir, sizeof s->data_dir);
-  get_str(L, t, "log", "level", s->log_level, sizeof s->log_level);
-  get_size(L, t, "http", "max_header_bytes", &s->http.max_header_bytes);
-  get_size(L, t, "http", "max_body_bytes", &s->http.max_body_bytes);
-  get_u64(L, t, "http", "header_timeout_ms", &s->http.header_timeout_ms);
-  get_u64(L, t, "http", "body_timeout_ms", &s->http.body_timeout_ms);
-  get_u64(L, t, "http", "idle_timeout_ms", &s->http.idle_timeout_ms);
-  get_size(L, t, "http", "max_connections", &s->http.max_connections);
-  get_u64(L, t, "shutdown", "drain_timeout_ms", &s->drain_timeout_ms);
-  ws_settings_read(L, t, &s->ws);
-  return 0;
+  reader_t r = {L, err, errlen, 0};
+  if (read_listeners(&r, t, s) != 0) return -1;
+  str(&r, t, "data_dir", NULL, s->data_dir, sizeof s->data_dir);
+  str(&r, t, "log", "level", s->log_level, sizeof s->log_level);
+  read_http(&r, t, &s->http);
+  s->drain_timeout_ms = (uint64_t)num(&r, t, "shutdown", "drain_timeout_ms");
+  read_ws(&r, t, &s->ws);
+  return r.failed ? -1 : 0;
 }
 
-void settings_apply_runtime(const rt_settings_t *s) {
+void settings_apply_runtime(const settings_t *s, http_server_t *http) {
   log_level_t level;
   if (log_level_parse(s->log_level, &level) == 0) log_set_level(level);
-  if (g_rt.http) http_server_set_limits(g_rt.http, &s->http);
+  if (http) http_server_set_limits(http, &s->http);
   ws_apply_settings(&s->ws);
 }
 
-void settings_warn_restart_only(const rt_settings_t *running, const rt_settings_t *loaded) {
+void settings_warn_restart_only(const settings_t *running, const settings_t *loaded) {
   int same = running->nlisteners == loaded->nlisteners;
   for (int i = 0; same && i < running->nlisteners; i++) {
-    const rt_listener_conf_t *a = &running->listeners[i], *b = &loaded->listeners[i];
+    const settings_listener_t *a = &running->listeners[i], *b = &loaded->listeners[i];
     same = strcmp(a->name, b->name) == 0 && strcmp(a->host, b->host) == 0 && a->port == b->port;
   }
   if (!same) log_warnf("reload: listener changes take effect only after a restart");

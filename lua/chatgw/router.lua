@@ -7,6 +7,7 @@ local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = tr
   OPTIONS = true }
 
 local find, sub, gmatch = string.find, string.sub, string.gmatch
+local unescape = require("chatgw.url").unescape
 
 -- Parses "POST /v1/items/:id" into method, path, segments (nil for a static path).
 -- Returns nil, reason on a malformed key.
@@ -70,10 +71,6 @@ local function split_path(path)
     parts[n] = seg
   end
   return parts, n
-end
-
-local function unescape(s)
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
 end
 
 local function allow_of(methods)

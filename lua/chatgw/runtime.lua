@@ -5,9 +5,10 @@ local config = require "chatgw.config"
 local json = require "chatgw.json"
 local loader = require "chatgw.loader"
 local sandbox = require "chatgw.sandbox"
+local parse_query = require("chatgw.url").parse_query
 
 local type, pairs, tostring, xpcall, traceback = type, pairs, tostring, xpcall, debug.traceback
-local find, lower, gsub, gmatch, char = string.find, string.lower, string.gsub, string.gmatch, string.char
+local find, lower = string.find, string.lower
 
 chatgw.json = json
 require "chatgw.http" -- chatgw.http.request (lua/chatgw/http.lua)
@@ -136,29 +137,6 @@ function M.load(opts)
 end
 
 -- ---- dispatch ----
-
-local function unescape(s)
-  s = gsub(s, "+", " ")
-  return (gsub(s, "%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
-end
-
-local function parse_query(qs)
-  local q = {}
-  if qs == "" then return q end
-  for pair in gmatch(qs, "[^&]+") do
-    local k, v = pair:match("^([^=]*)=?(.*)$")
-    k, v = unescape(k), unescape(v)
-    local old = q[k]
-    if old == nil then
-      q[k] = v
-    elseif type(old) == "table" then
-      old[#old + 1] = v
-    else
-      q[k] = { old, v }
-    end
-  end
-  return q
-end
 
 local function has_content_type(headers)
   for k in pairs(headers) do

@@ -9,6 +9,7 @@ local chatgw = chatgw
 local json = require "chatgw.json"
 local config = require "chatgw.config"
 local loader = require "chatgw.loader"
+local url = require "chatgw.url"
 
 local C = chatgw._ws
 local type, pairs, ipairs, tostring, error, pcall, xpcall = type, pairs, ipairs, tostring, error, pcall, xpcall
@@ -324,7 +325,8 @@ local function opt_string(v, max)
   return v == nil or (type(v) == "string" and #v <= max)
 end
 
-function M._handshake(num, conn_id, text, pre_token, remote)
+-- query: the upgrade's raw query string; bearer: its Authorization bearer token (or nil).
+function M._handshake(num, conn_id, text, query, bearer, remote)
   local function fail(rid, code, message, close_code, close_reason)
     chatgw.log.info("ws connect refused", { conn = conn_id, remote = remote, code = code })
     return res_error(rid, code, message), close_code or 1008, close_reason or code
@@ -366,7 +368,7 @@ function M._handshake(num, conn_id, text, pre_token, remote)
       or not opt_string(client.version, 64) then
     return fail(rid, "invalid_request", "connect: auth.token, device.id, client.id and client.version must be strings")
   end
-  local token = auth.token or pre_token
+  local token = auth.token or url.query_value(query, "token") or bearer
   if token == nil or token == "" then
     return fail(rid, "unauthorized", "a token is required (params.auth.token)", 1008, "unauthorized")
   end

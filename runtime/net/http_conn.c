@@ -1,0 +1,506 @@
+/* http_conn.c - one connection's life (see http_server.h for the behaviour and http_internal.h
+ * for how the files divide the work).
+ *
+ * Connection life cycle (conn_t.state):
+ *   S_IDLE     waiting for the first byte of a request (idle timer; also the state right after a
+ *              keep-alive response, when a 0 ms timer "resumes" parsing of buffered bytes)
+ *   S_HEADERS  first byte seen, headers incomplete (header timer, not reset by later bytes)
+ *   S_BODY     headers complete, body incomplete (body timer)
+ *   S_BUSY     request handed to the consumer, parser paused; no timer; bytes are buffered
+ *   S_FLUSH    final response queued (Connection: close); incoming bytes discarded
+ *   S_LINGER   final response written, write side shut down; read and discard until EOF or
+ *              LINGER_MS so that the peer sees the response instead of a reset
+ * Each connection owns a uv_tcp_t and a uv_timer_t; it is freed when both are closed. Requests
+ * live independently of their connection: when the connection dies first, req->conn becomes
+ * NULL and the response is dropped when it comes. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "http_internal.h"
+#include "log.h"
+
+static void conn_process(conn_t *c);
+static void conn_fail(conn_t *c, int status);
+static void on_timer(uv_timer_t *t);
+static void conn_linger(conn_t *c);
+static void conn_read_start(conn_t *c);
+
+static void on_write(uv_write_t *w, int status) {
+  wreq_t *wr = (wreq_t *)w;
+  conn_t *c = wr->c;
+  free(wr->head);
+  free(wr);
+  c->writes--;
+  if (c->closing) return;
+  if (status < 0) {
+    http__conn_close(c);
+    return;
+  }
+  if (c->writes == 0 && c->state == S_FLUSH) conn_linger(c);
+}
+
+static int write_static(conn_t *c, const char *data, size_t len) {
+  wreq_t *wr = calloc(1, sizeof *wr);
+  if (!wr) return -1;
+  wr->c = c;
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+    free(wr);
+    return -1;
+  }
+  c->writes++;
+  return 0;
+}
+
+/* Builds and queues one response. *keep may be cleared (the consumer asked for close). */
+static int send_response(conn_t *c, int status, const http_header_t *hs, size_t nh,
+                         const char *body, size_t blen, int *keep, int head_only, const char *rid,
+                         int http10) {
+  textbuf_t b = {0};
+  int no_body = http__response_head(&b, c->srv, status, hs, nh, blen, keep, rid, http10);
+  if (b.oom) {
+    free(b.p);
+    return -1;
+  }
+  size_t send_body = (no_body || head_only) ? 0 : blen;
+  wreq_t *wr = malloc(sizeof *wr + send_body);
+  if (!wr) {
+    free(b.p);
+    return -1;
+  }
+  uv_buf_t bufs[2] = {uv_buf_init(b.p, (unsigned)b.len),
+                      uv_buf_init((char *)body, (unsigned)send_body)};
+  unsigned nbufs = send_body ? 2 : 1;
+  if (*keep && c->writes == 0) {
+    /* Usually the socket takes the whole response now: no write request, no poll change. */
+    int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+    if (n > 0 && (size_t)n == b.len + send_body) {
+      free(b.p);
+      free(wr);
+      return 0;
+    }
+    if (n > 0) { /* partial: queue what is left */
+      size_t done = (size_t)n;
+      if (done >= b.len) {
+        done -= b.len;
+        bufs[0] = uv_buf_init(b.p + b.len, 0);
+      } else {
+        bufs[0] = uv_buf_init(b.p + done, (unsigned)(b.len - done));
+        done = 0;
+      }
+      bufs[1] = uv_buf_init((char *)body + done, (unsigned)(send_body - done));
+    }
+  }
+  memset(wr, 0, sizeof *wr);
+  wr->c = c;
+  wr->head = b.p;
+  if (send_body) memcpy(wr->body, bufs[1].base, bufs[1].len);
+  bufs[1].base = wr->body;
+  if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write) != 0) {
+    free(b.p);
+    free(wr);
+    return -1;
+  }
+  c->writes++;
+  return 0;
+}
+
+void http__conn_arm(conn_t *c) {
+  const http_limits_t *l = &c->srv->lim;
+  uint64_t ms;
+  switch (c->state) {
+  case S_IDLE:
+    ms = l->idle_timeout_ms;
+    break;
+  case S_HEADERS:
+    ms = l->header_timeout_ms;
+    break;
+  case S_BODY:
+    ms = l->body_timeout_ms;
+    break;
+  case S_FLUSH:
+    ms = l->body_timeout_ms;
+    break; /* a peer that does not read its response */
+  case S_LINGER:
+    ms = c->srv->stopping ? LINGER_STOPPING_MS : LINGER_MS;
+    break;
+  default:
+    uv_timer_stop(&c->timer);
+    return;
+  }
+  uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+static void on_conn_closed(uv_handle_t *h) {
+  conn_t *c = h->data;
+  http_server_t *s = c->srv;
+  s->handles--;
+  if (++c->nclosed < 2) return;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  http__req_free(c->cur);
+  free(c->buf);
+  free(c);
+  http__server_maybe_done(s);
+}
+
+void http__conn_close(conn_t *c) {
+  if (c->closing) return;
+  http_server_t *s = c->srv;
+  c->closing = 1;
+  if (c->handed) {
+    c->handed->conn = NULL; /* the request stays valid; its response will be dropped */
+    c->handed = NULL;
+  }
+  http__req_free(c->cur);
+  c->cur = NULL;
+  s->nconns--;
+  if (!c->rejected) s->nactive--;
+  if (s->m_open) metrics_inc(s->m_open, NULL, -1);
+  uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+  uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  conn_t *c = req->handle->data;
+  if (status < 0 && !c->closing) http__conn_close(c);
+}
+
+/* The final response is written: half-close and drain the peer's leftovers for a while. */
+static void conn_linger(conn_t *c) {
+  if (c->peer_eof) {
+    http__conn_close(c);
+    return;
+  }
+  if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    http__conn_close(c);
+    return;
+  }
+  c->state = S_LINGER;
+  conn_read_start(c);
+  http__conn_arm(c);
+}
+
+/* After EOF from the peer: a connection with nothing left to do is closed (after its writes). */
+static void conn_eof_check(conn_t *c) {
+  if (c->closing || !c->peer_eof || c->resume) return;
+  if (c->state != S_IDLE && c->state != S_HEADERS && c->state != S_BODY) return;
+  http__req_free(c->cur); /* a partial request can never complete now */
+  c->cur = NULL;
+  if (c->writes) {
+    c->state = S_FLUSH;
+    http__conn_arm(c);
+  } else {
+    http__conn_close(c);
+  }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
+  conn_t *c = h->data;
+  (void)suggested;
+  if (c->state == S_FLUSH || c->state == S_LINGER || c->off == c->len) c->off = c->len = 0;
+  if (c->cap - c->len < 4096) {
+    if (c->off) {
+      memmove(c->buf, c->buf + c->off, c->len - c->off);
+      c->len -= c->off;
+      c->off = 0;
+    }
+    if (c->cap - c->len < 4096) {
+      size_t ncap = c->cap ? c->cap * 2 : CONN_BUF_MIN;
+      while (ncap - c->len < 4096)
+        ncap *= 2;
+      char *nb = realloc(c->buf, ncap);
+      if (!nb) {
+        *out = uv_buf_init(NULL, 0); /* UV_ENOBUFS */
+        return;
+      }
+      c->buf = nb;
+      c->cap = ncap;
+    }
+  }
+  *out = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  conn_t *c = st->data;
+  (void)buf;
+  if (c->closing) return;
+  if (nread > 0) {
+    if (c->state == S_FLUSH || c->state == S_LINGER) {
+      c->off = c->len = 0; /* discard */
+      return;
+    }
+    c->len += (size_t)nread;
+    if (c->state == S_BUSY || c->resume) { /* buffered; parsed after the response / on resume */
+      if (c->len - c->off > c->srv->lim.max_header_bytes + BUSY_BUF_EXTRA) {
+        uv_read_stop(st); /* back-pressure until the current response is queued */
+        c->reading = 0;
+      }
+      return;
+    }
+    conn_process(c);
+    return;
+  }
+  if (nread == 0) return;
+  if (nread != UV_EOF || c->state == S_BUSY || c->state == S_LINGER) {
+    http__conn_close(c); /* a request with the consumer is aborted */
+    return;
+  }
+  c->peer_eof = 1;
+  uv_read_stop(st);
+  c->reading = 0;
+  conn_eof_check(c);
+}
+
+static void conn_read_start(conn_t *c) {
+  if (c->reading || c->closing || c->peer_eof) return;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
+}
+
+static void conn_dispatch(conn_t *c) {
+  http_server_t *s = c->srv;
+  req_t *r = c->cur;
+  c->cur = NULL;
+  c->handed = r;
+  r->conn = c;
+  c->state = S_BUSY;
+  uv_timer_stop(&c->timer);
+  s->inflight++;
+  s->cb(&r->pub, s->ud);
+}
+
+/* Parses buffered input until a request is complete (then hands it out and stops), the input
+ * is used up, or an error ends the connection. */
+static void conn_process(conn_t *c) {
+  c->resume = 0;
+  while (!c->closing && c->state <= S_BODY && c->off < c->len) {
+    size_t n = c->len - c->off;
+    size_t np = http_parser_execute(&c->parser, &http__parser_settings, c->buf + c->off, n);
+    c->off += np;
+    /* What the callbacks recorded: a new state's timer, a 100 Continue owed to the client. */
+    if (c->rearm) {
+      c->rearm = 0;
+      http__conn_arm(c);
+    }
+    if (c->send_continue) {
+      static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+      c->send_continue = 0;
+      if (!c->pending_status && write_static(c, cont, sizeof cont - 1)) c->pending_status = 503;
+    }
+    if (c->pending_status) {
+      int st = c->pending_status;
+      c->pending_status = 0;
+      conn_fail(c, st);
+      return;
+    }
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e == HPE_PAUSED) {
+      http_parser_pause(&c->parser, 0);
+      conn_dispatch(c);
+      break;
+    }
+    if (e != HPE_OK) {
+      conn_fail(c, e == HPE_HEADER_OVERFLOW ? 431 : 400);
+      return;
+    }
+    if (np < n) { /* stopped without an error or a complete message */
+      conn_fail(c, 400);
+      return;
+    }
+  }
+  if (!c->closing && c->off == c->len) c->off = c->len = 0;
+}
+
+/* Server-generated error response: JSON body, Connection: close, then linger and close. */
+static void conn_fail(conn_t *c, int status) {
+  http_server_t *s = c->srv;
+  req_t *r = c->cur;
+  char rid[RID_MAX + 1];
+  const char *method = "-", *path = "-";
+  if (r && r->headers_done) {
+    method = r->pub.method;
+    path = r->pub.path;
+    snprintf(rid, sizeof rid, "%s", r->pub.request_id);
+  } else {
+    if (r && r->last != CB_NONE) method = http_method_str((enum http_method)c->parser.method);
+    http__gen_request_id(rid);
+  }
+  char body[128];
+  int blen =
+      snprintf(body, sizeof body, "{\"ok\":false,\"error\":\"%s\"}", http__error_reason(status));
+  http__record(s, method, NULL, path, status, r ? r->pub.start_ns : c->accepted_ns, rid, c->remote,
+               c->lis->name, 0);
+  http__req_free(c->cur);
+  c->cur = NULL;
+  static const http_header_t ct[] = {{"Content-Type", 12, "application/json", 16}};
+  int keep = 0;
+  c->state = S_FLUSH;
+  if (send_response(c, status, ct, 1, body, (size_t)blen, &keep, 0, rid, 0) != 0) {
+    http__conn_close(c);
+    return;
+  }
+  http__conn_arm(c);
+}
+
+static void on_timer(uv_timer_t *t) {
+  conn_t *c = t->data;
+  if (c->closing) return;
+  switch (c->state) {
+  case S_IDLE:
+    if (!c->resume) {
+      http__conn_close(c); /* idle keep-alive connection */
+      break;
+    }
+    conn_process(c); /* resume after a keep-alive response */
+    conn_eof_check(c);
+    /* A synchronous answer inside conn_process re-armed the 0 ms resume: keep it. */
+    if (c->closing || c->state != S_IDLE || c->resume) break;
+    if (c->len == 0 && c->cap > CONN_BUF_KEEP) {
+      free(c->buf);
+      c->buf = NULL;
+      c->cap = 0;
+    }
+    if (c->srv->stopping) {
+      if (c->writes) {
+        c->state = S_FLUSH;
+        http__conn_arm(c);
+      } else {
+        http__conn_close(c);
+      }
+      break;
+    }
+    http__conn_arm(c);
+    break;
+  case S_HEADERS:
+  case S_BODY:
+    conn_fail(c, 408);
+    break;
+  case S_FLUSH:
+  case S_LINGER:
+    http__conn_close(c);
+    break;
+  default:
+    break;
+  }
+}
+
+void http_request_respond(http_request_t *pub, int status, const http_header_t *headers,
+                          size_t nheaders, const char *body, size_t body_len, const char *route) {
+  if (!pub) return;
+  req_t *r = (req_t *)pub;
+  http_server_t *s = r->srv;
+  conn_t *c = r->conn;
+  if (status < 200 || status > 999) { /* 1xx is never a final response */
+    log_warnf("http: invalid status %d for %s %s, sending 500", status, pub->method, pub->path);
+    status = 500;
+  }
+  if (!body) body_len = 0;
+  http__record(s, pub->method, route, pub->path, status, pub->start_ns, pub->request_id,
+               pub->remote_addr, pub->listener, c == NULL);
+  if (c) {
+    c->handed = NULL;
+    int keep = r->keep_alive && !s->stopping && !c->peer_eof;
+    if (send_response(c, status, headers, nheaders, body, body_len, &keep, pub->is_head,
+                      pub->request_id, r->http10) != 0) {
+      http__conn_close(c);
+    } else if (keep) {
+      c->state = S_IDLE;
+      c->resume = 1; /* parse what is buffered from the next loop iteration on */
+      uv_timer_start(&c->timer, on_timer, 0, 0);
+      conn_read_start(c);
+    } else {
+      c->state = S_FLUSH;
+      conn_read_start(c);
+      http__conn_arm(c);
+    }
+  }
+  s->inflight--;
+  http__req_free(r);
+  if (s->free_requested && s->closed && s->inflight == 0 && !s->in_done) http__server_free_now(s);
+}
+
+int http_request_aborted(const http_request_t *req) {
+  return ((const req_t *)req)->conn == NULL;
+}
+
+int http_request_upgrade(http_request_t *pub, uv_tcp_t *tcp, char **rest, size_t *rest_len,
+                         const char *route) {
+  req_t *r = (req_t *)pub;
+  conn_t *c = r->conn;
+  http_server_t *s = r->srv;
+  *rest = NULL;
+  *rest_len = 0;
+  /* Only the request being served, on a connection with nothing left to write: a response
+   * still queued on the old handle would be cancelled when it closes. */
+  if (!pub->upgrade || !c || c->closing || c->handed != r || c->writes || c->peer_eof) return -1;
+  uv_os_fd_t fd;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return -1;
+  int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (nfd < 0) return -1;
+  size_t n = c->len - c->off;
+  char *tail = NULL;
+  if (n) {
+    tail = malloc(n);
+    if (!tail) {
+      close(nfd);
+      return -1;
+    }
+    memcpy(tail, c->buf + c->off, n);
+  }
+  if (uv_tcp_open(tcp, nfd) != 0) {
+    close(nfd);
+    free(tail);
+    return -1;
+  }
+  *rest = tail;
+  *rest_len = n;
+  http__record(s, pub->method, route, pub->path, 101, pub->start_ns, pub->request_id,
+               pub->remote_addr, pub->listener, 0);
+  c->handed = NULL;
+  c->off = c->len = 0;
+  http__conn_close(c); /* closes the original descriptor; the duplicate keeps the socket open */
+  s->inflight--;
+  http__req_free(r);
+  if (s->free_requested && s->closed && s->inflight == 0 && !s->in_done) http__server_free_now(s);
+  return 0;
+}
+
+void http__server_maybe_done(http_server_t *s) {
+  if (!s->closing || s->handles > 0 || s->closed) return;
+  s->closed = 1;
+  if (s->done) {
+    s->in_done = 1;
+    s->done(s->done_ud);
+    s->in_done = 0;
+  }
+  if (s->free_requested && s->inflight == 0) http__server_free_now(s);
+}
+
+void http__server_free_now(http_server_t *s) {
+  listener_t *l = s->listeners;
+  while (l) {
+    listener_t *n = l->next;
+    free(l->name);
+    free(l);
+    l = n;
+  }
+  free(s);
+}
+
+void http__conn_start(conn_t *c, int over) {
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  c->state = S_IDLE;
+  conn_read_start(c);
+  if (over) {
+    conn_fail(c, 503);
+    return;
+  }
+  http__conn_arm(c);
+}

@@ -1,0 +1,158 @@
+/* http_internal.h - what the files of the HTTP server share (http__ prefix): the connection,
+ * request and server structs. The files call each other one way only:
+ *
+ *   http_server.c   the server: listeners, accept, graceful stop, close, free
+ *     -> http_conn.c     a connection's life: reading, the parse loop, timers, writing,
+ *                        linger, answering and upgrading requests, teardown accounting
+ *          -> http_parse.c     http-parser callbacks: request building, header/body limits,
+ *                              request ids (callbacks only record; http_conn.c acts)
+ *          -> http_response.c  response heads, reason phrases, the Date cache, access log and
+ *                              metrics of each answered request */
+#ifndef CHATGW_HTTP_INTERNAL_H
+#define CHATGW_HTTP_INTERNAL_H
+
+#include <http_parser.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+#include <uv.h>
+
+#include "http_server.h"
+#include "metrics.h"
+#include "textbuf.h"
+
+#define MAX_HEADERS 100
+#define LINGER_MS 2000         /* drain the peer's leftovers after a final response */
+#define LINGER_STOPPING_MS 250 /* ... shorter while the server drains */
+#define CONN_BUF_MIN 16384
+#define CONN_BUF_KEEP 65536 /* an idle connection keeps at most this much read buffer */
+#define BUSY_BUF_EXTRA 65536
+#define RID_MAX 128
+
+enum { S_IDLE, S_HEADERS, S_BODY, S_BUSY, S_FLUSH, S_LINGER };
+enum { CB_NONE, CB_URL, CB_FIELD, CB_VALUE };
+
+typedef struct listener {
+  uv_tcp_t tcp;
+  http_server_t *srv;
+  char *name;
+  int port;
+  int open;   /* listening, handle not closed */
+  int linked; /* in srv->listeners (else a failed bind whose handle is being closed) */
+  struct listener *next;
+} listener_t;
+
+typedef struct {
+  size_t name_off, name_len, value_off, value_len;
+} hdr_ref_t;
+
+typedef struct conn conn_t;
+
+typedef struct req {
+  http_request_t pub; /* first member: http_request_t * <-> req_t * */
+  http_server_t *srv;
+  conn_t *conn; /* NULL once the connection is gone */
+  char *data;   /* url, header names and values, path, query; each NUL-terminated */
+  size_t dlen, dcap;
+  size_t url_off, url_len;
+  hdr_ref_t *hrefs;
+  size_t nh, hcap;
+  http_header_t *hdrs;
+  char *body;
+  size_t blen, bcap;
+  size_t hdr_bytes;
+  int last;
+  int headers_done;
+  int keep_alive;
+  int http10;
+  char rid[RID_MAX + 1];
+  char remote[64];
+} req_t;
+
+struct conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_shutdown_t shut;
+  http_server_t *srv;
+  listener_t *lis;
+  http_parser parser;
+  char *buf; /* unparsed input is buf[off..len) */
+  size_t off, len, cap;
+  int state;
+  req_t *cur;         /* being parsed */
+  req_t *handed;      /* with the consumer */
+  int pending_status; /* error decided inside a parser callback */
+  int rearm;          /* a parser callback changed state: re-arm the timer after execute */
+  int send_continue;  /* a parser callback saw Expect: 100-continue with a body to come */
+  int closing, nclosed, reading, resume, peer_eof, rejected;
+  size_t writes; /* uv_write requests in flight */
+  uint64_t accepted_ns;
+  char remote[64];
+  int remote_port;
+  conn_t *prev, *next;
+};
+
+struct http_server {
+  uv_loop_t *loop;
+  http_limits_t lim;
+  http_request_cb cb;
+  void *ud;
+  listener_t *listeners;
+  conn_t *conns;
+  size_t nconns;  /* open connections (closing ones excluded) */
+  size_t nactive; /* open connections that count against max_connections */
+  size_t inflight;
+  size_t handles;    /* libuv handles not yet closed */
+  uv_timer_t anchor; /* makes the done callback always asynchronous */
+  int stopping, closing, closed, in_done, free_requested;
+  void (*done)(void *);
+  void *done_ud;
+  metric_t *m_requests, *m_duration, *m_open, *m_total;
+  time_t date_sec;
+  char date[128];
+};
+
+typedef struct {
+  uv_write_t w;
+  conn_t *c;
+  char *head;  /* malloc'd, NULL for static data */
+  char body[]; /* copy of the response body */
+} wreq_t;
+
+/* ---- http_parse.c ---- */
+
+extern const http_parser_settings http__parser_settings;
+void http__req_free(req_t *r);
+void http__gen_request_id(char out[33]);
+/* http_parser's header limit is process-global: only ever raised (see http_parse.c). */
+void http__raise_parser_limit(size_t max_header_bytes);
+
+/* ---- http_response.c ---- */
+
+/* Appends the status line and headers of a response to b: the caller's headers (invalid ones
+ * dropped with a WARN; Content-Length, Transfer-Encoding and Connection replaced), Date and
+ * X-Request-Id unless given, Content-Length unless the status has no body, and Connection.
+ * *keep is cleared when the caller's headers ask for close. Returns 1 if the status carries no
+ * body (1xx, 204, 304). */
+int http__response_head(textbuf_t *b, http_server_t *s, int status, const http_header_t *hs,
+                        size_t nh, size_t body_len, int *keep, const char *rid, int http10);
+/* The JSON error code of a server-generated error status ("bad_request", ...). */
+const char *http__error_reason(int status);
+/* Access log line and metrics of one answered request. */
+void http__record(http_server_t *s, const char *method, const char *route, const char *path,
+                  int status, uint64_t start_ns, const char *rid, const char *remote,
+                  const char *listener, int aborted);
+
+/* ---- http_conn.c ---- */
+
+/* An accepted connection (linked, handles initialised, peer address known): start reading;
+ * over: answer 503 and close. */
+void http__conn_start(conn_t *c, int over);
+void http__conn_close(conn_t *c);
+void http__conn_arm(conn_t *c);
+/* After a server handle closed: once every one is, the close is done (and the free, if asked). */
+void http__server_maybe_done(http_server_t *s);
+/* Frees the server and its listeners (closed, nothing in flight). */
+void http__server_free_now(http_server_t *s);
+
+#endif

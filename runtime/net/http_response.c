@@ -1,0 +1,190 @@
+/* http_response.c - what every response shares: its head (status line, headers, Date,
+ * X-Request-Id, Content-Length, Connection), and the access log line and metrics written
+ * when a request is answered. Writing the bytes is http_conn.c's. */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http_internal.h"
+#include "log.h"
+#include "strutil.h"
+
+static int is_tchar(unsigned char ch) {
+  if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return 1;
+  return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+static const char *reason_phrase(int status) {
+  switch (status) {
+  case 100:
+    return "Continue";
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 301:
+    return "Moved Permanently";
+  case 302:
+    return "Found";
+  case 304:
+    return "Not Modified";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 413:
+    return "Payload Too Large";
+  case 415:
+    return "Unsupported Media Type";
+  case 422:
+    return "Unprocessable Entity";
+  case 429:
+    return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  default:
+    return "Unknown";
+  }
+}
+
+const char *http__error_reason(int status) {
+  switch (status) {
+  case 400:
+    return "bad_request";
+  case 408:
+    return "request_timeout";
+  case 413:
+    return "payload_too_large";
+  case 431:
+    return "request_header_fields_too_large";
+  case 503:
+    return "service_unavailable";
+  default:
+    return "internal_error";
+  }
+}
+
+static const char *date_now(http_server_t *s) {
+  static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  time_t t = time(NULL);
+  if (t != s->date_sec || !s->date[0]) {
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(s->date, sizeof s->date, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
+             tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+             tm.tm_sec);
+    s->date_sec = t;
+  }
+  return s->date;
+}
+
+void http__record(http_server_t *s, const char *method, const char *route, const char *path,
+                  int status, uint64_t start_ns, const char *rid, const char *remote,
+                  const char *listener, int aborted) {
+  uint64_t now = uv_hrtime();
+  double secs = now > start_ns ? (double)(now - start_ns) / 1e9 : 0.0;
+  char st[16];
+  snprintf(st, sizeof st, "%d", status);
+  const char *r = route && *route ? route : "-";
+  if (log_enabled(LOG_INFO)) {
+    char dur[32];
+    snprintf(dur, sizeof dur, "%.3f", secs * 1000.0);
+    log_field_t f[9] = {
+        {"method", method ? method : "-", 0},
+        {"route", r, 0},
+        {"path", path ? path : "-", 0},
+        {"status", st, 1},
+        {"duration_ms", dur, 1},
+        {"request_id", rid ? rid : "-", 0},
+        {"remote", remote ? remote : "-", 0},
+        {"listener", listener ? listener : "-", 0},
+        {"aborted", "true", 1},
+    };
+    log_write(LOG_INFO, "request", f, aborted ? 9 : 8);
+  }
+  const char *lv[2] = {r, st};
+  if (s->m_requests) metrics_inc(s->m_requests, lv, 1);
+  if (s->m_duration) metrics_observe(s->m_duration, lv, secs);
+}
+
+int http__response_head(textbuf_t *b, http_server_t *s, int status, const http_header_t *hs,
+                        size_t nh, size_t blen, int *keep, const char *rid, int http10) {
+  for (size_t i = 0; i < nh; i++) {
+    const char *n = hs[i].name, *v = hs[i].value;
+    if (!n || !v) continue;
+    size_t nl = hs[i].name_len ? hs[i].name_len : strlen(n);
+    size_t vl = hs[i].value_len ? hs[i].value_len : strlen(v);
+    if (str_eq_ci(n, nl, "connection") && vl >= 5) {
+      for (size_t j = 0; j + 5 <= vl; j++)
+        if (strncasecmp(v + j, "close", 5) == 0) *keep = 0;
+    }
+  }
+  textbuf_fmt(b, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
+  int have_date = 0, have_rid = 0;
+  for (size_t i = 0; i < nh; i++) {
+    const char *n = hs[i].name, *v = hs[i].value;
+    if (!n || !v) continue;
+    size_t nl = hs[i].name_len ? hs[i].name_len : strlen(n);
+    size_t vl = hs[i].value_len ? hs[i].value_len : strlen(v);
+    int ok = nl > 0;
+    for (size_t j = 0; ok && j < nl; j++)
+      ok = is_tchar((unsigned char)n[j]);
+    for (size_t j = 0; ok && j < vl; j++)
+      ok = v[j] != '\r' && v[j] != '\n' && v[j] != 0;
+    if (!ok) {
+      log_warnf("http: dropping invalid response header %.*s", (int)(nl > 64 ? 64 : nl), n);
+      continue;
+    }
+    if (str_eq_ci(n, nl, "content-length") || str_eq_ci(n, nl, "transfer-encoding") ||
+        str_eq_ci(n, nl, "connection"))
+      continue;
+    if (str_eq_ci(n, nl, "date")) have_date = 1;
+    if (str_eq_ci(n, nl, "x-request-id")) have_rid = 1;
+    textbuf_add(b, n, nl);
+    textbuf_add(b, ": ", 2);
+    textbuf_add(b, v, vl);
+    textbuf_add(b, "\r\n", 2);
+  }
+  if (!have_date) {
+    textbuf_str(b, "Date: ");
+    textbuf_str(b, date_now(s));
+    textbuf_add(b, "\r\n", 2);
+  }
+  if (!have_rid && rid) {
+    textbuf_str(b, "X-Request-Id: ");
+    textbuf_str(b, rid);
+    textbuf_add(b, "\r\n", 2);
+  }
+  int no_body = status < 200 || status == 204 || status == 304;
+  if (!no_body) textbuf_fmt(b, "Content-Length: %zu\r\n", blen);
+  if (!*keep)
+    textbuf_str(b, "Connection: close\r\n");
+  else if (http10)
+    textbuf_str(b, "Connection: keep-alive\r\n");
+  textbuf_add(b, "\r\n", 2);
+  return no_body;
+}

@@ -1,0 +1,137 @@
+/* request.c - HTTP requests as coroutines (see request.h). */
+#include "request.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+static void push_request(lua_State *L, http_request_t *req) {
+  lua_createtable(L, 0, 12);
+  lua_pushstring(L, req->method);
+  lua_setfield(L, -2, "method");
+  lua_pushstring(L, req->path);
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, req->query);
+  lua_setfield(L, -2, "query_string");
+  lua_createtable(L, 0, (int)req->nheaders);
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const http_header_t *h = &req->headers[i];
+    lua_pushlstring(L, h->name, h->name_len);
+    lua_rawget(L, -2);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlstring(L, h->name, h->name_len);
+      lua_pushlstring(L, h->value, h->value_len);
+    } else {
+      /* Repeated header: join the values as HTTP allows. */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, h->value, h->value_len);
+      lua_concat(L, 3);
+      lua_pushlstring(L, h->name, h->name_len);
+      lua_insert(L, -2);
+    }
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, req->body ? req->body : "", req->body_len);
+  lua_setfield(L, -2, "body");
+  lua_pushstring(L, req->remote_addr);
+  lua_setfield(L, -2, "remote_addr");
+  lua_pushinteger(L, req->remote_port);
+  lua_setfield(L, -2, "remote_port");
+  lua_pushstring(L, req->request_id);
+  lua_setfield(L, -2, "id");
+  lua_pushstring(L, req->listener);
+  lua_setfield(L, -2, "listener");
+}
+
+#define STACK_RESPONSE_HEADERS 32 /* more are rare: those get a heap array */
+
+static void respond_internal_error(http_request_t *req) {
+  char body[256];
+  int n = snprintf(body, sizeof body,
+                   "{\"ok\":false,\"error\":\"internal_error\",\"request_id\":\"%s\"}",
+                   req->request_id);
+  http_header_t h = {"Content-Type", 12, "application/json", 16};
+  http_request_respond(req, 500, &h, 1, body, (size_t)n, NULL);
+}
+
+/* The dispatcher returns status, body (string), headers (table), route template. */
+static void request_done(co_t *co, int ok, void *ud) {
+  http_request_t *req = ud;
+  lua_State *T = vm_co_thread(co);
+  if (!ok) {
+    log_field_t f[] = {{"request_id", req->request_id, 0}, {"error", lua_tostring(T, -1), 0}};
+    log_write(LOG_ERROR, "request dispatcher failed", f, 2);
+    respond_internal_error(req);
+    return;
+  }
+  int status = (int)lua_tointeger(T, 1);
+  size_t blen = 0;
+  const char *body = lua_tolstring(T, 2, &blen);
+  const char *route = lua_tostring(T, 4);
+  if (status < 100 || status > 999 || !body) {
+    respond_internal_error(req);
+    return;
+  }
+  http_header_t stack[STACK_RESPONSE_HEADERS], *hs = stack;
+  size_t nh = 0, cap = STACK_RESPONSE_HEADERS;
+  if (lua_istable(T, 3)) {
+    lua_pushnil(T);
+    while (lua_next(T, 3) != 0) {
+      if (lua_type(T, -2) == LUA_TSTRING && lua_type(T, -1) == LUA_TSTRING) {
+        if (nh == cap) { /* every header is sent: grow rather than drop any */
+          http_header_t *nhs = malloc(2 * cap * sizeof *nhs);
+          if (!nhs) {
+            if (hs != stack) free(hs);
+            log_field_t f[] = {{"request_id", req->request_id, 0}};
+            log_write(LOG_ERROR, "out of memory for the response headers", f, 1);
+            respond_internal_error(req);
+            return;
+          }
+          memcpy(nhs, hs, nh * sizeof *hs);
+          if (hs != stack) free(hs);
+          hs = nhs;
+          cap *= 2;
+        }
+        size_t kl, vl;
+        const char *k = lua_tolstring(T, -2, &kl);
+        const char *v = lua_tolstring(T, -1, &vl);
+        hs[nh++] = (http_header_t){k, kl, v, vl}; /* strings stay alive in the table */
+      }
+      lua_pop(T, 1);
+    }
+  }
+  http_request_respond(req, status, hs, nh, body, blen, route);
+  if (hs != stack) free(hs);
+}
+
+/* Its state is being destroyed (process exit) with the request unanswered. */
+static void request_drop(void *ud) {
+  static const char body[] = "{\"ok\":false,\"error\":\"shutting_down\"}";
+  http_header_t h = {"Content-Type", 12, "application/json", 16};
+  http_request_respond(ud, 503, &h, 1, body, sizeof body - 1, NULL);
+}
+
+void request_init(void) {
+  vm_set_drop(CO_REQUEST, request_drop);
+}
+
+static char g_dispatcher_key; /* its address keys the dispatcher in each state's registry */
+
+void request_set_dispatcher(lua_State *L) {
+  lua_pushlightuserdata(L, &g_dispatcher_key);
+  lua_insert(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+void request_dispatch(vm_t *vm, http_request_t *req) {
+  lua_State *L = vm_state(vm);
+  lua_pushlightuserdata(L, &g_dispatcher_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  push_request(L, req);
+  if (!vm_spawn(vm, CO_REQUEST, 1, request_done, req)) respond_internal_error(req);
+}

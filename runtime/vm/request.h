@@ -1,0 +1,19 @@
+/* request.h - HTTP requests as coroutines of a state: each request runs the state's dispatcher
+ * (runtime.dispatch in lua/chatgw/runtime.lua) in a CO_REQUEST coroutine, and what it returns
+ * (status, body, headers, route) becomes the response. */
+#ifndef CHATGW_REQUEST_H
+#define CHATGW_REQUEST_H
+
+#include <lua.h>
+
+#include "http_server.h"
+#include "vm.h"
+
+/* Once per process: a request still running when its state is destroyed gets 503. */
+void request_init(void);
+/* Pops the dispatcher function of state L and keeps it in L's registry. */
+void request_set_dispatcher(lua_State *L);
+/* Answer req on vm. */
+void request_dispatch(vm_t *vm, http_request_t *req);
+
+#endif

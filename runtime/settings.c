@@ -14,8 +14,10 @@ typedef struct {
   int failed;
 } reader_t;
 
-/* Pushes t[k1][k2] (k2 may be NULL); t is an absolute index. */
-static void push_path(lua_State *L, int t, const char *k1, const char *k2) {
+/* Pushes t[k1][k2] (k2 may be NULL; t is an absolute index) and returns 1 if it has the Lua
+ * type wanted; else records the error (the first one wins) and returns 0. Pop it either way. */
+static int push_value(reader_t *r, int t, const char *k1, const char *k2, int type) {
+  lua_State *L = r->L;
   lua_getfield(L, t, k1);
   if (k2) {
     if (lua_istable(L, -1))
@@ -24,43 +26,27 @@ static void push_path(lua_State *L, int t, const char *k1, const char *k2) {
       lua_pushnil(L);
     lua_remove(L, -2);
   }
-}
-
-static int missing(reader_t *r, const char *k1, const char *k2, const char *want) {
+  if (lua_type(L, -1) == type) return 1;
   if (!r->failed)
     snprintf(r->err, r->errlen, "config: internal: %s%s%s is not a %s (schema and reader disagree)",
-             k1, k2 ? "." : "", k2 ? k2 : "", want);
+             k1, k2 ? "." : "", k2 ? k2 : "", lua_typename(L, type));
   r->failed = 1;
   return 0;
 }
 
 static double num(reader_t *r, int t, const char *k1, const char *k2) {
-  push_path(r->L, t, k1, k2);
-  double v = 0;
-  if (lua_type(r->L, -1) == LUA_TNUMBER)
-    v = lua_tonumber(r->L, -1);
-  else
-    missing(r, k1, k2, "number");
+  double v = push_value(r, t, k1, k2, LUA_TNUMBER) ? lua_tonumber(r->L, -1) : 0;
   lua_pop(r->L, 1);
   return v;
 }
 
 static void str(reader_t *r, int t, const char *k1, const char *k2, char *out, size_t len) {
-  push_path(r->L, t, k1, k2);
-  if (lua_type(r->L, -1) == LUA_TSTRING)
-    snprintf(out, len, "%s", lua_tostring(r->L, -1));
-  else
-    missing(r, k1, k2, "string");
+  if (push_value(r, t, k1, k2, LUA_TSTRING)) snprintf(out, len, "%s", lua_tostring(r->L, -1));
   lua_pop(r->L, 1);
 }
 
 static int boolean(reader_t *r, int t, const char *k1, const char *k2) {
-  push_path(r->L, t, k1, k2);
-  int v = 0;
-  if (lua_type(r->L, -1) == LUA_TBOOLEAN)
-    v = lua_toboolean(r->L, -1);
-  else
-    missing(r, k1, k2, "boolean");
+  int v = push_value(r, t, k1, k2, LUA_TBOOLEAN) && lua_toboolean(r->L, -1);
   lua_pop(r->L, 1);
   return v;
 }
@@ -68,10 +54,8 @@ static int boolean(reader_t *r, int t, const char *k1, const char *k2) {
 /* Listeners: "main" first, then the others in name order, so logs and ports are stable. */
 static int read_listeners(reader_t *r, int t, settings_t *s) {
   lua_State *L = r->L;
-  lua_getfield(L, t, "listeners");
-  if (!lua_istable(L, -1)) {
+  if (!push_value(r, t, "listeners", NULL, LUA_TTABLE)) {
     lua_pop(L, 1);
-    missing(r, "listeners", NULL, "table");
     return -1;
   }
   int lt = lua_gettop(L);
@@ -123,10 +107,8 @@ static void read_http(reader_t *r, int t, http_limits_t *h) {
 static void read_ws(reader_t *r, int cfg, ws_settings_t *w) {
   lua_State *L = r->L;
   memset(w, 0, sizeof *w);
-  lua_getfield(L, cfg, "ws");
-  if (!lua_istable(L, -1)) {
+  if (!push_value(r, cfg, "ws", NULL, LUA_TTABLE)) {
     lua_pop(L, 1);
-    missing(r, "ws", NULL, "table");
     return;
   }
   int t = lua_gettop(L);

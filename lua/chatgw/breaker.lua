@@ -1,4 +1,4 @@
--- chatgw.breaker: circuit breakers. The state lives in C (runtime/breaker.c, shared by name and
+-- chatgw.breaker: circuit breakers. The state lives in C (runtime/core/breaker.c, shared by name and
 -- kept across reloads); this file adds br:call(fn, ...), which runs fn (it may wait) and
 -- records its outcome.
 --

@@ -50,9 +50,11 @@ local BOOL_WORDS = { ["true"] = true, yes = true, on = true, ["false"] = false, 
 -- Schema
 ---------------------------------------------------------------------------
 
-local function int(default, min, max)
-  return { type = "integer", default = default, min = min, max = max }
+-- doc: the meaning column of docs/config.md (M.doc_rows; tests/lua/config_spec.lua checks it).
+local function int(default, min, max, doc)
+  return { type = "integer", default = default, min = min, max = max, doc = doc }
 end
+M.int = int
 
 local function builtin_sections()
   return {
@@ -69,12 +71,13 @@ local function builtin_sections()
       level = { type = "string", default = "info", enum = { "debug", "info", "warn", "error" } },
     } },
     http = { type = "map", fields = {
-      max_header_bytes  = int(16384, 1024, 1048576),
-      max_body_bytes    = int(1048576, 1, 1073741824),
-      header_timeout_ms = int(10000, 1, 3600000),
-      body_timeout_ms   = int(30000, 1, 3600000),
-      idle_timeout_ms   = int(60000, 1, 3600000),
-      max_connections   = int(1024, 1, 1000000),
+      max_header_bytes  = int(16384, 1024, 1048576, "Largest request line plus headers, in bytes."),
+      max_body_bytes    = int(1048576, 1, 1073741824, "Largest request body, in bytes."),
+      header_timeout_ms = int(10000, 1, 3600000, "Time allowed to receive a complete request head, in ms."),
+      body_timeout_ms   = int(30000, 1, 3600000, "Time allowed to receive a complete request body, in ms."),
+      idle_timeout_ms   = int(60000, 1, 3600000,
+        "A keep-alive connection with no request in flight is closed after this many ms."),
+      max_connections   = int(1024, 1, 1000000, "Concurrent connections over all listeners."),
     } },
     shutdown = { type = "map", fields = { drain_timeout_ms = int(10000, 0, 3600000) } },
     shared = { type = "map", fields = { default_max_bytes = int(1048576, 1, 1073741824) } },
@@ -577,6 +580,84 @@ function M.load(path, opts)
   if #errors > 0 then return nil, errors end
   cfg._source = source
   return cfg, errors
+end
+
+---------------------------------------------------------------------------
+-- Documentation rows: the schema is the one table of keys, types, ranges and
+-- defaults; docs/config.md shows these rows (tests/lua/config_spec.lua).
+---------------------------------------------------------------------------
+
+local function fmt_value(v)
+  if type(v) == "number" then
+    if v == math.floor(v) and math.abs(v) < 1e15 then return ("%d"):format(v) end
+    return tostring(v)
+  end
+  if type(v) == "string" then return '"' .. v .. '"' end
+  if type(v) == "table" then return next(v) == nil and "[]" or "{...}" end
+  return tostring(v)
+end
+
+local function doc_type(s)
+  if s.doc_type then return s.doc_type end
+  if s.type == "integer" or s.type == "number" then
+    if s.min and s.max then return ("%s %s..%s"):format(s.type, fmt_value(s.min), fmt_value(s.max)) end
+    if s.min then return ("%s >= %s"):format(s.type, fmt_value(s.min)) end
+    return s.type
+  end
+  if s.type == "string" then
+    if s.enum then
+      local names = {}
+      for i, e in ipairs(s.enum) do names[i] = "`" .. e .. "`" end
+      return "string: " .. table.concat(names, ", ")
+    end
+    if s.min_len and s.max_len then return ("string (%d..%d bytes)"):format(s.min_len, s.max_len) end
+    return "string"
+  end
+  if s.type == "list" then
+    local it = s.items
+    if it.type == "string" and it.enum then
+      local names = {}
+      for i, e in ipairs(it.enum) do names[i] = "`" .. e .. "`" end
+      return "list of " .. table.concat(names, ", ")
+    end
+    if it.type == "string" then return "list of strings" end
+    return "list"
+  end
+  return s.type
+end
+
+local function doc_default(s)
+  if s.doc_default then return s.doc_default end
+  local d = s.default
+  if d == nil and (s.type == "list" or s.type == "dict") then d = {} end
+  if d == nil then return "" end
+  return "`" .. fmt_value(d) .. "`"
+end
+
+-- Rows "| `key` | type | default | meaning |" of a section, sorted by key: maps are walked
+-- into, a list of maps adds its items' keys as `key[].field`.
+function M.doc_rows(section)
+  local rows = {}
+  local function walk(s, path)
+    if s.type == "map" then
+      for k, f in pairs(s.fields) do walk(f, path .. "." .. k) end
+      return
+    end
+    local d = doc_default(s)
+    rows[#rows + 1] = { key = path, row = ("| `%s` | %s | %s| %s |"):format(path, doc_type(s),
+      d ~= "" and d .. " " or "", s.doc or "") }
+    if s.type == "list" and s.items.type == "map" then
+      for k, f in pairs(s.items.fields) do walk(f, path .. "[]." .. k) end
+    end
+  end
+  local s = root.fields[section]
+  if s.type == "map" then
+    for k, f in pairs(s.fields) do walk(f, section .. "." .. k) end
+  else
+    walk(s, section)
+  end
+  table.sort(rows, function(a, b) return a.key < b.key end)
+  return rows
 end
 
 return M

@@ -1,6 +1,6 @@
 -- chatgw.exec{argv, module, timeout_ms, cwd, env, stdin, max_output}: run a subprocess (no
 -- shell) under the global and per-module concurrency caps; yields until it is done. The work
--- is in C (runtime/exec.c, runtime/lib_exec.c); this resolves the module's limits from the
+-- is in C (runtime/core/exec.c, runtime/vm/lib_exec.c); this resolves the module's limits from the
 -- environment and the config (lua/chatgw/limits.lua) once per state and module.
 local chatgw = chatgw
 local limits = require "chatgw.limits"

@@ -1,5 +1,5 @@
 -- chatgw.http: outbound HTTP that yields, built on the C transfer engine
--- (runtime/lib_http.c: chatgw._http_start / chatgw._http_next, libcurl multi on the loop).
+-- (runtime/vm/lib_http.c: chatgw._http_start / chatgw._http_next, libcurl multi on the loop).
 --
 --   local res, err = chatgw.http.request{ method = "POST", url = ..., json = {...} }
 --

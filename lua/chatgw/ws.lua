@@ -1,6 +1,6 @@
 -- chatgw.ws: WebSocket clients of the main listener, driven from Lua (docs/websocket.md).
 --
--- The transport lives in C (runtime/ws.c): frames, queues, broadcast fan-out, heartbeats, rate
+-- The transport lives in C (runtime/net/ws_*.c): frames, queues, broadcast fan-out, heartbeats, rate
 -- limits, presence batching; connections survive reloads there. This module is the protocol's
 -- meaning, run in the current state: the `ws:` config section, the handler keys `methods`,
 -- `on_connect` and `on_disconnect`, the connect handshake (tokens, roles, scopes), method
@@ -20,34 +20,53 @@ local R -- chatgw.runtime (see M.install)
 
 -- ---- config ----
 
-local function int(default, min, max) return { type = "integer", default = default, min = min, max = max } end
+local int = config.int
 
 config.register_section("ws", { type = "map", fields = {
-  enabled = { type = "boolean", default = true },
-  path = { type = "string", default = "/ws", min_len = 1, max_len = 255 },
-  origins = { type = "list", items = { type = "string", min_len = 1, max_len = 255 } },
-  tokens = { type = "list", items = { type = "map", fields = {
-    token_env = { type = "string", min_len = 1, max_len = 255 },
-    roles = { type = "list", items = { type = "string", enum = { "operator", "node" } } },
-    scopes = { type = "list", items = { type = "string", min_len = 1, max_len = 128 } },
-  } } },
-  max_payload = int(1048576, 1024, 67108864),
-  max_buffered_bytes = int(1048576, 1024, 1073741824),
-  ping_interval_ms = int(30000, 10, 3600000),
-  pong_timeout_ms = int(60000, 10, 3600000),
-  handshake_timeout_ms = int(10000, 10, 3600000),
-  close_timeout_ms = int(1000, 10, 60000),
-  max_connections = int(10000, 1, 1000000),
-  max_per_ip = int(1000, 1, 1000000),
-  data_max_bytes = int(4096, 64, 1048576),
+  enabled = { type = "boolean", default = true,
+    doc = "Serve WebSocket upgrades. When `false` the path is an ordinary (unknown) route." },
+  path = { type = "string", default = "/ws", min_len = 1, max_len = 255,
+    doc = "Path of the upgrade on the `main` listener (exact match, without the query)." },
+  origins = { type = "list", items = { type = "string", min_len = 1, max_len = 255 },
+    doc = "Allowed `Origin` values of browser clients, e.g. `\"https://ops.example.com\"` (compared "
+      .. "case-insensitively); `\"*\"` allows any. A request without `Origin` (a non-browser client) is "
+      .. "always allowed; any other origin gets 403." },
+  tokens = { type = "list", doc = "Tokens that grant less than the gateway token: each `{token_env, roles, scopes}`.",
+    items = { type = "map", fields = {
+      token_env = { type = "string", min_len = 1, max_len = 255, doc = "Environment variable holding the "
+        .. "token (read at each `connect`; an unset or empty variable matches nothing)." },
+      roles = { type = "list", items = { type = "string", enum = { "operator", "node" } },
+        doc_default = "all roles", doc = "Roles the token may connect as." },
+      scopes = { type = "list", items = { type = "string", min_len = 1, max_len = 128 },
+        doc = "Scopes it may be granted (the intersection with the scopes asked); `\"*\"` = any." },
+    } } },
+  max_payload = int(1048576, 1024, 67108864, "Largest message a client may send (all fragments), in bytes; "
+    .. "beyond: close 1009. The first (`connect`) message is limited to 64 KiB."),
+  max_buffered_bytes = int(1048576, 1024, 1073741824, "Unsent bytes (runtime queue + socket write queue) a "
+    .. "connection may have; beyond: dropped as a slow consumer (close 1008)."),
+  ping_interval_ms = int(30000, 10, 3600000, "Server ping interval; sent to clients as `tickIntervalMs`."),
+  pong_timeout_ms = int(60000, 10, 3600000,
+    "A connection silent (no pong, no frame) this long is closed (1001 \"heartbeat timeout\")."),
+  handshake_timeout_ms = int(10000, 10, 3600000,
+    "Time from the upgrade to a successful `connect`; beyond: close 1008."),
+  close_timeout_ms = int(1000, 10, 60000,
+    "After a close frame is sent, the socket is closed when the peer answers, or after this."),
+  max_connections = int(10000, 1, 1000000, "Open WebSocket connections; beyond: the upgrade gets 503. "
+    .. "(Upgrade requests also count against `http.max_connections` while they are HTTP.)"),
+  max_per_ip = int(1000, 1, 1000000, "Open WebSocket connections per client address; beyond: 503."),
+  data_max_bytes = int(4096, 64, 1048576, "Size limit of each connection's `conn.data` (keys + JSON values)."),
   rate_limit = { type = "map", fields = {
-    messages_per_second = { type = "number", default = 50, min = 0.001, max = 1000000 },
-    burst = int(100, 1, 1000000),
-    close_after = int(100, 1, 1000000),
+    messages_per_second = { type = "number", default = 50, min = 0.001, max = 1000000,
+      doc = "Messages a connection may send after `connect` (token bucket rate)." },
+    burst = int(100, 1, 1000000,
+      "Bucket size. Messages over the limit get a `rate_limited` error with `retryAfterMs`."),
+    close_after = int(100, 1, 1000000,
+      "More refused messages than this within 10 s: close 1008 \"rate limit exceeded\"."),
   } },
   presence = { type = "map", fields = {
-    batch_size = int(50, 1, 10000),
-    flush_interval_ms = int(100, 1, 60000),
+    batch_size = int(50, 1, 10000,
+      "Presence changes per `presence` event at most; a full batch is sent at once."),
+    flush_interval_ms = int(100, 1, 60000, "A batch is sent this long after its first change at the latest."),
   } },
 } })
 
@@ -272,7 +291,7 @@ end
 
 function ws.count() return C.count() end
 
--- ---- protocol (called by runtime/ws.c in CO_WS coroutines of the current state) ----
+-- ---- protocol (called through the ws hooks of runtime/vm/lib_ws.c, in CO_WS coroutines of the current state) ----
 
 local function valid_id(id)
   local t = type(id)

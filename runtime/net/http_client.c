@@ -358,10 +358,6 @@ void http_client_global_cleanup(void) {
   g_curl_global = 0;
 }
 
-size_t http_client_active(void) {
-  return g_active;
-}
-
 void http_client_shutdown(void) {
   g_shut = 1;
   for (http_xfer_t *x = g_all; x; x = x->all_next)

@@ -32,8 +32,6 @@ void http_client_global_cleanup(void);
 /* Aborts what is left, closes the multi handle and its uv handles (at exit, before
  * uv_loop_close). Safe to call when nothing was ever started, and more than once. */
 void http_client_shutdown(void);
-/* Number of transfers added to the multi handle and not finished yet. */
-size_t http_client_active(void);
 
 /* A new transfer with its easy handle set up with the runtime's defaults (NOSIGNAL, http/https
  * only, decoded bodies, TLS verification, callbacks). Set the request with curl_easy_setopt on

@@ -56,13 +56,11 @@ static void on_done(const exec_result_t *r, void *ud) {
   lua_createtable(T, 0, 7);
   if (r->term_signal) {
     char name[32];
-    lua_pushnumber(T, 128 + r->term_signal);
-    lua_setfield(T, -2, "code");
+    lib_set_num(T, "code", 128 + r->term_signal);
     lua_pushstring(T, signal_name(r->term_signal, name, sizeof name));
     lua_setfield(T, -2, "signal");
   } else {
-    lua_pushnumber(T, (lua_Number)r->exit_status);
-    lua_setfield(T, -2, "code");
+    lib_set_num(T, "code", (double)r->exit_status);
   }
   lua_pushlstring(T, r->out, r->out_len);
   lua_setfield(T, -2, "stdout");
@@ -70,10 +68,8 @@ static void on_done(const exec_result_t *r, void *ud) {
   lua_setfield(T, -2, "stderr");
   lua_pushboolean(T, r->truncated);
   lua_setfield(T, -2, "truncated");
-  lua_pushnumber(T, r->wait_ms);
-  lua_setfield(T, -2, "wait_ms");
-  lua_pushnumber(T, r->run_ms);
-  lua_setfield(T, -2, "duration_ms");
+  lib_set_num(T, "wait_ms", r->wait_ms);
+  lib_set_num(T, "duration_ms", r->run_ms);
   vm_resume(co, 1);
 }
 
@@ -256,10 +252,8 @@ static int l_exec_stats(lua_State *L) {
   exec_stats_t s;
   exec_stats(&s);
   lua_createtable(L, 0, 2);
-  lua_pushnumber(L, (lua_Number)s.inflight);
-  lua_setfield(L, -2, "inflight");
-  lua_pushnumber(L, (lua_Number)s.queued);
-  lua_setfield(L, -2, "queued");
+  lib_set_num(L, "inflight", (double)s.inflight);
+  lib_set_num(L, "queued", (double)s.queued);
   return 1;
 }
 

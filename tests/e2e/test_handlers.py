@@ -41,6 +41,11 @@ return {
     ["GET /bad-status-big"] = function() return 600 end,
     ["GET /bad-status-frac"] = function() return 200.5, "x" end,
     ["GET /after"] = function() return "still alive" end,
+    ["GET /many-headers"] = function()
+      local h = {}
+      for i = 1, 60 do h["X-H" .. i] = "v" .. i end
+      return 200, "many", h
+    end,
   },
 }
 """
@@ -159,6 +164,13 @@ class HandlerShapeTest(GatewayTest):
             self.assertEqual(j["error"], "internal_error")
             self.assertEqual(j["request_id"], r.headers["x-request-id"])
         self.assertEqual(g.get("/after").text, "still alive")
+
+        # More headers than fit the response builder's stack array: every one is sent.
+        r = g.get("/many-headers")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.text, "many")
+        for i in range(1, 61):
+            self.assertEqual(r.headers.get("x-h%d" % i), "v%d" % i, "header %d" % i)
 
     def test_auth(self):
         g = self.gw({"echo.lua": ECHO})

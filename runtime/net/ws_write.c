@@ -204,6 +204,10 @@ void ws__run_work(void) {
           c->stash_len = 0;
           ws__parse(c, s, n); /* may stash again (a copy) */
           free(s);
+        } else if (c->fctx && c->fed > c->used) {
+          /* The frame context read ahead before the pause (frames that came in one segment
+           * with the connect): parse what it holds before waiting for the socket. */
+          ws__parse(c, NULL, 0);
         } else {
           ws__read_start(c);
         }

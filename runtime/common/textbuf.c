@@ -32,14 +32,6 @@ int textbuf_reserve(textbuf_t *b, size_t extra) {
   return 0;
 }
 
-int textbuf_add(textbuf_t *b, const void *s, size_t n) {
-  if (textbuf_reserve(b, n) != 0) return -1;
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = 0;
-  return 0;
-}
-
 void textbuf_str(textbuf_t *b, const char *s) {
   textbuf_add(b, s, strlen(s));
 }

@@ -11,6 +11,7 @@
 #define CHATGW_TEXTBUF_H
 
 #include <stddef.h>
+#include <string.h>
 
 typedef struct {
   char *p;    /* NULL until the first append */
@@ -27,8 +28,15 @@ void textbuf_init_on(textbuf_t *b, char *storage, size_t cap);
 /* Makes room for extra more bytes (and the NUL). Returns 0, or -1 after a failed allocation
  * (then and from then on oom is set). */
 int textbuf_reserve(textbuf_t *b, size_t extra);
-/* Appends n bytes. Returns 0, or -1 once oom is set. */
-int textbuf_add(textbuf_t *b, const void *s, size_t n);
+/* Appends n bytes. Returns 0, or -1 once oom is set. Inline: it is on every hot path (log
+ * lines, response heads); textbuf_reserve is the slow path. */
+static inline int textbuf_add(textbuf_t *b, const void *s, size_t n) {
+  if ((b->oom || b->len + n >= b->cap) && textbuf_reserve(b, n) != 0) return -1;
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = 0;
+  return 0;
+}
 /* Appends the C string s. */
 void textbuf_str(textbuf_t *b, const char *s);
 /* Appends printf output, at most 255 bytes of it. */

@@ -24,6 +24,7 @@
 #include "metrics.h"
 
 #include "check.h"
+#include "sock_client.h"
 
 /* ---- server side (loop thread) ------------------------------------------------------------ */
 
@@ -145,23 +146,6 @@ static void on_watchdog(uv_timer_t *t) {
 
 static int t_port_a, t_port_a6, t_port_b;
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-typedef struct {
-  int fd;
-  char buf[65536];
-  size_t len;
-} cli_t;
-
 typedef struct {
   int status;
   char head[8192];
@@ -170,64 +154,12 @@ typedef struct {
   long clen; /* -1 when absent */
 } resp_t;
 
-static cli_t *cli_open(int family, int port, int timeout_ms) {
-  cli_t *c = calloc(1, sizeof *c);
-  c->fd = socket(family, SOCK_STREAM, 0);
-  struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-  setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  int r;
-  if (family == AF_INET6) {
-    struct sockaddr_in6 a = {0};
-    a.sin6_family = AF_INET6;
-    a.sin6_port = htons((uint16_t)port);
-    inet_pton(AF_INET6, "::1", &a.sin6_addr);
-    r = connect(c->fd, (struct sockaddr *)&a, sizeof a);
-  } else {
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    r = connect(c->fd, (struct sockaddr *)&a, sizeof a);
-  }
-  if (r != 0) {
-    close(c->fd);
-    free(c);
-    return NULL;
-  }
-  return c;
-}
-
 static cli_t *cli(int port) {
   return cli_open(AF_INET, port, 3000);
 }
 
-static void cli_close(cli_t *c) {
-  if (!c) return;
-  close(c->fd);
-  free(c);
-}
-
-static int cli_send(cli_t *c, const char *s, size_t n) {
-  size_t off = 0;
-  while (off < n) {
-    ssize_t w = send(c->fd, s + off, n - off, MSG_NOSIGNAL);
-    if (w <= 0) return -1;
-    off += (size_t)w;
-  }
-  return 0;
-}
-
 static int cli_sends(cli_t *c, const char *s) {
   return cli_send(c, s, strlen(s));
-}
-
-/* recv more: >0 bytes, 0 EOF, -1 error/timeout */
-static int cli_fill(cli_t *c) {
-  if (c->len == sizeof c->buf) return -1;
-  ssize_t n = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, 0);
-  if (n > 0) c->len += (size_t)n;
-  return n > 0 ? 1 : (int)n;
 }
 
 static const char *hdr(const resp_t *r, const char *name, char *out, size_t outlen) {
@@ -255,7 +187,7 @@ static const char *hdr(const resp_t *r, const char *name, char *out, size_t outl
 static int read_resp(cli_t *c, resp_t *r, int no_body) {
   memset(r, 0, sizeof *r);
   r->clen = -1;
-  char *e;
+  unsigned char *e;
   while (!(e = memmem(c->buf, c->len, "\r\n\r\n", 4)))
     if (cli_fill(c) <= 0) return -1;
   size_t hl = (size_t)(e - c->buf) + 4;

@@ -44,6 +44,7 @@
 #include "ws.h"
 
 #include "check.h"
+#include "sock_client.h"
 
 #define OP_CONT 0x0
 #define OP_TEXT 0x1
@@ -222,23 +223,6 @@ static void on_watchdog(uv_timer_t *t) {
 static int t_port;
 static int t_upgrades; /* 101s seen by the client */
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
-typedef struct {
-  int fd;
-  uint8_t buf[65536];
-  size_t len;
-} cli_t;
-
 typedef struct {
   int fin, rsv, op;
   size_t hlen; /* header length: 2, 4 or 10 */
@@ -248,62 +232,8 @@ typedef struct {
 
 static frame_t t_f; /* client thread only */
 
-static cli_t *cli_open(void) {
-  cli_t *c = calloc(1, sizeof *c);
-  if (!c) return NULL;
-  c->fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct timeval tv = {2, 0};
-  setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  int one = 1;
-  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  struct sockaddr_in a = {0};
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)t_port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0) {
-    close(c->fd);
-    free(c);
-    return NULL;
-  }
-  return c;
-}
-
-static void cli_close(cli_t *c) {
-  if (!c) return;
-  close(c->fd);
-  free(c);
-}
-
-static int cli_send(cli_t *c, const void *p, size_t n) {
-  const char *s = p;
-  size_t off = 0;
-  while (off < n) {
-    ssize_t w = send(c->fd, s + off, n - off, MSG_NOSIGNAL);
-    if (w <= 0) return -1;
-    off += (size_t)w;
-  }
-  return 0;
-}
-
-/* recv more: 1 bytes, 0 EOF, -1 error/timeout */
-static int cli_fill(cli_t *c) {
-  if (c->len == sizeof c->buf) return -1;
-  ssize_t n = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, 0);
-  if (n > 0) c->len += (size_t)n;
-  return n > 0 ? 1 : (int)n;
-}
-
-static int cli_need(cli_t *c, size_t n) {
-  if (n > sizeof c->buf) return -1;
-  while (c->len < n)
-    if (cli_fill(c) <= 0) return -1;
-  return 0;
-}
-
-static void cli_consume(cli_t *c, size_t n) {
-  memmove(c->buf, c->buf + n, c->len - n);
-  c->len -= n;
+static cli_t *ws_cli(void) {
+  return cli_open(AF_INET, t_port, 2000);
 }
 
 /* 1 if the server closed the connection (EOF or reset) with no further bytes. */
@@ -423,7 +353,7 @@ static int read_until_close(cli_t *c, char *texts, size_t cap) {
 static int http_req(cli_t *c, const void *raw, size_t n, char *head, size_t headcap) {
   head[0] = 0;
   if (!c || cli_send(c, raw, n)) return -1;
-  uint8_t *e = NULL;
+  unsigned char *e = NULL;
   for (int i = 0; i < 64 && !(e = memmem(c->buf, c->len, "\r\n\r\n", 4)); i++)
     if (cli_fill(c) <= 0) return -1;
   if (!e) return -1;
@@ -472,7 +402,7 @@ static int hello_id(const char *text, char *id, size_t idlen) {
 
 /* Upgrade, challenge, connect, hello: an open connection (its id in id), or NULL. */
 static cli_t *ws_open(const char *connect, char *id, size_t idlen) {
-  cli_t *c = cli_open();
+  cli_t *c = ws_cli();
   char head[4096];
   if (!c || upgrade_req(c, "/ws", NULL, NULL, 0, head, sizeof head) != 101 ||
       read_frame(c, &t_f) != 0 || t_f.op != OP_TEXT ||
@@ -516,13 +446,13 @@ static int disc_count(const char *id) {
 
 static void test_upgrade_refusals(void) {
   char head[4096];
-  cli_t *c = cli_open();
+  cli_t *c = ws_cli();
   int st = upgrade_req(c, "/other", NULL, NULL, 0, head, sizeof head);
   check(st == 404, "upgrade on another path: not taken, the request callback answers 404 (%d)", st);
   cli_close(c);
 
   static const char plain[] = "GET /ws HTTP/1.1\r\nHost: t\r\n\r\n";
-  c = cli_open();
+  c = ws_cli();
   st = http_req(c, plain, sizeof plain - 1, head, sizeof head);
   check(st == 426 && strcasestr(head, "\r\nUpgrade: websocket\r\n"),
         "GET /ws without Upgrade: 426 with Upgrade: websocket (%d)", st);
@@ -531,7 +461,7 @@ static void test_upgrade_refusals(void) {
   static const char v8[] = "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
                            "Connection: Upgrade\r\nSec-WebSocket-Version: 8\r\n"
                            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-  c = cli_open();
+  c = ws_cli();
   st = http_req(c, v8, sizeof v8 - 1, head, sizeof head);
   check(st == 426 && strcasestr(head, "\r\nSec-WebSocket-Version: 13\r\n"),
         "Sec-WebSocket-Version 8: 426 naming version 13 (%d)", st);
@@ -540,7 +470,7 @@ static void test_upgrade_refusals(void) {
   static const char badkey[] = "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
                                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                                "Sec-WebSocket-Key: short\r\n\r\n";
-  c = cli_open();
+  c = ws_cli();
   st = http_req(c, badkey, sizeof badkey - 1, head, sizeof head);
   check(st == 400, "bad Sec-WebSocket-Key: 400 (%d)", st);
   cli_close(c);
@@ -548,7 +478,7 @@ static void test_upgrade_refusals(void) {
 
 static void test_connect(void) {
   char head[4096], id[64] = "";
-  cli_t *c = cli_open();
+  cli_t *c = ws_cli();
   int st = c ? upgrade_req(c, "/ws?token=a%20b&x=1", "Authorization: Bearer tok-123.xyz\r\n", NULL,
                            0, head, sizeof head)
              : -1;
@@ -587,7 +517,7 @@ static void test_connect(void) {
   cli_close(c);
 
   /* the connect frame in the same write as the upgrade request */
-  c = cli_open();
+  c = ws_cli();
   uint8_t fr[256];
   const char *pc = "{\"type\":\"req\",\"method\":\"connect\",\"id\":\"piggyback\"}";
   size_t fl = build_frame(fr, sizeof fr, 1, OP_TEXT, pc, strlen(pc), 0);
@@ -609,7 +539,7 @@ static void test_connect(void) {
  * more bytes from the socket. */
 static void test_deferred_accept(void) {
   char head[4096];
-  cli_t *c = cli_open();
+  cli_t *c = ws_cli();
   int ok = c && upgrade_req(c, "/ws", NULL, NULL, 0, head, sizeof head) == 101 &&
            read_frame(c, &t_f) == 0;
   const char *later = "{\"type\":\"req\",\"method\":\"connect\",\"later\":true}";
@@ -631,7 +561,7 @@ static void test_deferred_accept(void) {
   cli_close(c);
 
   /* connect + two messages in one write, the connect answered later */
-  c = cli_open();
+  c = ws_cli();
   ok = c && upgrade_req(c, "/ws", NULL, NULL, 0, head, sizeof head) == 101 &&
        read_frame(c, &t_f) == 0;
   uint8_t seg[512];
@@ -811,7 +741,7 @@ static void test_limits(void) {
       {"\x01\x02", 1, 1003, "\"invalid_request\"", "binary connect"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    c = cli_open();
+    c = ws_cli();
     ok = c && upgrade_req(c, "/ws", NULL, NULL, 0, head, sizeof head) == 101 &&
          read_frame(c, &t_f) == 0 &&
          send_frame(c, 1, cases[i].binary ? OP_BINARY : OP_TEXT, cases[i].connect,
@@ -921,7 +851,7 @@ static void test_events(void) {
 
 static void test_handshake_timeout(void) {
   char head[4096], texts[1024];
-  cli_t *c = cli_open();
+  cli_t *c = ws_cli();
   double t0 = now_ms();
   int ok = c && upgrade_req(c, "/ws", NULL, NULL, 0, head, sizeof head) == 101 &&
            read_frame(c, &t_f) == 0;

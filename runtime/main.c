@@ -1,4 +1,4 @@
-/* main.c - the command line: chatgw run|check DIR [--config FILE] | version | --help */
+/* main.c - the command line: chatgw run|check|test DIR [--config FILE] | version | --help */
 #include <stdio.h>
 #include <string.h>
 
@@ -7,7 +7,8 @@
 #define DEFAULT_CONFIG "./config/chatgw.yml"
 
 static const char USAGE[] = "usage: chatgw run DIR [--config FILE] | chatgw check DIR [--config "
-                            "FILE] | chatgw version | chatgw --help\n";
+                            "FILE] | chatgw test DIR [SPEC...] [--config FILE] | chatgw version | "
+                            "chatgw --help\n";
 
 static const char HELP[] =
     "chatgw - a scriptable chat gateway: Lua handlers on a libuv runtime\n"
@@ -17,6 +18,9 @@ static const char HELP[] =
     "                                    (SIGHUP reloads, SIGTERM/SIGINT drain and stop)\n"
     "  chatgw check DIR [--config FILE]  load and validate exactly as run would, start nothing;\n"
     "                                    prints problems as file:line: message, exits 1 if any\n"
+    "  chatgw test DIR [SPEC...]         load DIR and run handler specs (*_spec.lua files or\n"
+    "                                    directories; default DIR/../tests) against a simulated\n"
+    "                                    chat; a line per spec, then N passed, N failed\n"
     "  chatgw version                    print the version\n"
     "  chatgw --help                     this text\n"
     "\n"
@@ -41,14 +45,16 @@ int main(int argc, char **argv) {
     printf("chatgw %s\n", CHATGW_VERSION);
     return 0;
   }
-  int check = strcmp(cmd, "check") == 0;
-  if (!check && strcmp(cmd, "run") != 0) {
+  int check = strcmp(cmd, "check") == 0, test = strcmp(cmd, "test") == 0;
+  if (!check && !test && strcmp(cmd, "run") != 0) {
     char msg[300];
     snprintf(msg, sizeof msg, "unknown command '%.200s'", cmd);
     return usage_error(msg);
   }
   const char *dir = NULL, *config = DEFAULT_CONFIG;
   int explicit_config = 0;
+  const char *specs[256];
+  int nspecs = 0;
   for (int i = 2; i < argc; i++) {
     if (strcmp(argv[i], "--config") == 0) {
       if (i + 1 >= argc) return usage_error("--config needs a FILE");
@@ -63,10 +69,14 @@ int main(int argc, char **argv) {
       return usage_error(msg);
     } else if (!dir) {
       dir = argv[i];
+    } else if (test && nspecs < (int)(sizeof specs / sizeof specs[0])) {
+      specs[nspecs++] = argv[i];
     } else {
-      return usage_error("only one handlers directory");
+      return usage_error(test ? "too many specs" : "only one handlers directory");
     }
   }
   if (!dir) return usage_error("missing handlers DIR");
-  return rt_run(dir, config, explicit_config, check);
+  rt_options_t o = {dir,   config, explicit_config, check ? RT_CHECK : test ? RT_TEST : RT_RUN,
+                    specs, nspecs};
+  return rt_run(&o);
 }

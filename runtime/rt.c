@@ -1,6 +1,7 @@
 /* rt.c - boot, reload (SIGHUP) and graceful stop (SIGTERM/SIGINT) of the runtime. */
 #include "rt.h"
 
+#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "request.h"
 #include "settings.h"
 #include "shared.h"
+#include "store.h"
 #include "token.h"
 #include "vm.h"
 #include "ws.h"
@@ -39,10 +41,27 @@ typedef struct {
   int reload_again;        /* a SIGHUP arrived during the reload */
   int stopping;            /* SIGTERM/SIGINT seen */
   int check_only;          /* chatgw check */
+  rt_mode_t mode;
+  const char *const *specs; /* chatgw test */
+  int nspecs;
+  char test_dir[256]; /* chatgw test: the temporary data dir, removed at exit */
+  settings_t pending; /* a reload's settings while its state starts */
   int exit_code;
 } rt_t;
 
 static rt_t g_rt;
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+/* chatgw test's temporary data dir: the store's files, the token, locks. */
+static void remove_tree(const char *dir) {
+  nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 static uv_signal_t g_sighup, g_sigterm, g_sigint;
 static uv_timer_t g_reload_timer; /* runs a queued reload outside of any Lua call */
@@ -100,7 +119,31 @@ static void start_load(vm_t *vm, loaded_fn done) {
   lua_setfield(L, -2, "config_explicit");
   lua_pushboolean(L, g_rt.check_only);
   lua_setfield(L, -2, "check_only");
+  lua_pushstring(L, g_rt.mode == RT_TEST ? "test" : g_rt.mode == RT_CHECK ? "check" : "run");
+  lua_setfield(L, -2, "mode");
   vm_spawn(vm, CO_LOAD, 1, load_done, (void *)done);
+}
+
+/* ---- starting a loaded state: runtime.start() (migrations, channels) ---- */
+
+typedef void (*started_fn)(vm_t *vm, const char *error);
+
+/* runtime.start returns true, or false and an error. */
+static void start_done(co_t *co, int ok, void *ud) {
+  started_fn done = (started_fn)ud;
+  lua_State *T = vm_co_thread(co);
+  const char *error = NULL;
+  if (!ok)
+    error = lua_tostring(T, -1) ? lua_tostring(T, -1) : "start failed";
+  else if (!lua_toboolean(T, 1))
+    error = lua_tostring(T, 2) ? lua_tostring(T, 2) : "start failed";
+  done(vm_co_vm(co), error);
+}
+
+static void start_state(vm_t *vm, started_fn done) {
+  lua_State *L = vm_state(vm);
+  push_runtime_fn(L, "start");
+  if (!vm_spawn(vm, CO_START, 0, start_done, (void *)done)) done(vm, "out of memory");
 }
 
 /* Joins the problems array at index 2 of T into buf, one per line. */
@@ -146,6 +189,8 @@ static void http_closed(void *ud) {
   exec_shutdown(); /* kill running children; the loop runs until they are reaped */
   vm_destroy_all();
   g_rt.vm = NULL;
+  store_close(g_rt.host.store); /* commits what was queued; no callback runs any more */
+  g_rt.host.store = NULL;
   close_loop_handles();
 }
 
@@ -196,22 +241,62 @@ static int listen_all(const settings_t *s, char *err, size_t errlen) {
   return 0;
 }
 
+static void boot_fail(vm_t *vm, const char *err) {
+  if (err) fprintf(stderr, "chatgw: %s\n", err);
+  g_rt.exit_code = 1;
+  vm_retire(vm, "boot failed");
+  schedule_exit();
+}
+
+/* chatgw test: the specs ran; their summary was printed by runtime.test. */
+static void tests_done(co_t *co, int ok, void *ud) {
+  (void)ud;
+  lua_State *T = vm_co_thread(co);
+  if (!ok) fprintf(stderr, "chatgw test: the spec runner failed: %s\n", lua_tostring(T, -1));
+  g_rt.exit_code = ok && lua_toboolean(T, 1) ? 0 : 1;
+  schedule_exit();
+}
+
+static void boot_started(vm_t *vm, const char *error) {
+  char err[1024];
+  if (error) {
+    snprintf(err, sizeof err, "start failed: %s", error);
+    boot_fail(vm, err);
+    return;
+  }
+  if (g_rt.mode != RT_TEST && listen_all(&g_rt.settings, err, sizeof err) != 0) {
+    boot_fail(vm, err);
+    return;
+  }
+  g_rt.host.http = g_rt.http;
+  g_rt.vm = vm;
+  vm_activate(vm);
+  if (g_rt.mode == RT_TEST) {
+    lua_State *L = vm_state(vm);
+    push_runtime_fn(L, "test");
+    lua_newtable(L);
+    for (int i = 0; i < g_rt.nspecs; i++) {
+      lua_pushstring(L, g_rt.specs[i]);
+      lua_rawseti(L, -2, i + 1);
+    }
+    vm_spawn(vm, CO_START, 1, tests_done, NULL);
+    return;
+  }
+  log_field_t f[] = {{"version", CHATGW_VERSION, 0}, {"handlers", g_rt.handlers_dir, 0}};
+  log_write(LOG_INFO, "ready", f, 2);
+}
+
 static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
   if (!ok) {
     print_errors(T);
     fprintf(stderr, "chatgw: %s failed: fix the problems above\n",
             g_rt.check_only ? "check" : "start");
-    g_rt.exit_code = 1;
-    vm_retire(vm, "boot failed");
-    schedule_exit();
+    boot_fail(vm, NULL);
     return;
   }
-  char err[1024];
+  char err[1400];
   if (settings_read(T, 2, &g_rt.settings, err, sizeof err) != 0) {
-    fprintf(stderr, "%s\n", err);
-    g_rt.exit_code = 1;
-    vm_retire(vm, "boot failed");
-    schedule_exit();
+    boot_fail(vm, err);
     return;
   }
   if (g_rt.check_only) {
@@ -220,23 +305,26 @@ static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
     schedule_exit();
     return;
   }
+  if (g_rt.mode == RT_TEST) /* specs never touch the deployment's data */
+    snprintf(g_rt.settings.data_dir, sizeof g_rt.settings.data_dir, "%s", g_rt.test_dir);
   settings_apply_runtime(&g_rt.settings, NULL);
   if (data_dir_prepare(g_rt.settings.data_dir, err, sizeof err) != 0 ||
       token_setup(g_rt.settings.data_dir, g_rt.host.token, sizeof g_rt.host.token,
-                  g_rt.token_source, sizeof g_rt.token_source, err, sizeof err) != 0 ||
-      listen_all(&g_rt.settings, err, sizeof err) != 0) {
-    fprintf(stderr, "chatgw: %s\n", err);
-    g_rt.exit_code = 1;
-    vm_retire(vm, "boot failed");
-    schedule_exit();
+                  g_rt.token_source, sizeof g_rt.token_source, err, sizeof err) != 0) {
+    boot_fail(vm, err);
     return;
   }
   g_rt.host.token_len = strlen(g_rt.host.token);
-  g_rt.host.http = g_rt.http;
-  g_rt.vm = vm;
-  vm_activate(vm);
-  log_field_t f[] = {{"version", CHATGW_VERSION, 0}, {"handlers", g_rt.handlers_dir, 0}};
-  log_write(LOG_INFO, "ready", f, 2);
+  char path[1100];
+  snprintf(path, sizeof path, "%s/chatgw.db", g_rt.settings.data_dir);
+  store_options_t so;
+  store_options_default(&so);
+  g_rt.host.store = store_open(g_rt.loop, path, &so, err, sizeof err);
+  if (!g_rt.host.store) {
+    boot_fail(vm, err);
+    return;
+  }
+  start_state(vm, boot_started);
 }
 
 /* ---- reload ---- */
@@ -270,31 +358,20 @@ static void reload_finished(int ok, const char *error) {
   }
 }
 
-static void reload_loaded(vm_t *vm, int ok, lua_State *T) {
+static void reload_started(vm_t *vm, const char *error) {
   if (g_rt.stopping) {
     vm_retire(vm, "shutdown");
     g_rt.reloading = 0;
     return;
   }
-  char err[4096];
-  settings_t s;
-  if (!ok) {
-    collect_errors(T, err, sizeof err);
+  if (error) {
+    char err[4096];
+    snprintf(err, sizeof err, "start failed: %s", error);
     vm_retire(vm, "reload failed");
     reload_finished(0, err);
     return;
   }
-  if (settings_read(T, 2, &s, err, sizeof err) != 0) {
-    vm_retire(vm, "reload failed");
-    reload_finished(0, err);
-    return;
-  }
-  settings_warn_restart_only(&g_rt.settings, &s);
-  /* Listeners and the data directory stay as they are until a restart. */
-  memcpy(s.listeners, g_rt.settings.listeners, sizeof s.listeners);
-  s.nlisteners = g_rt.settings.nlisteners;
-  memcpy(s.data_dir, g_rt.settings.data_dir, sizeof s.data_dir);
-  g_rt.settings = s;
+  g_rt.settings = g_rt.pending;
   settings_apply_runtime(&g_rt.settings, g_rt.http);
   vm_t *old = g_rt.vm;
   g_rt.vm = vm;
@@ -302,6 +379,33 @@ static void reload_loaded(vm_t *vm, int ok, lua_State *T) {
   vm_activate(vm);
   g_rt.host.reloads.last_error[0] = 0;
   reload_finished(1, NULL);
+}
+
+static void reload_loaded(vm_t *vm, int ok, lua_State *T) {
+  if (g_rt.stopping) {
+    vm_retire(vm, "shutdown");
+    g_rt.reloading = 0;
+    return;
+  }
+  char err[4096];
+  settings_t *s = &g_rt.pending;
+  if (!ok) {
+    collect_errors(T, err, sizeof err);
+    vm_retire(vm, "reload failed");
+    reload_finished(0, err);
+    return;
+  }
+  if (settings_read(T, 2, s, err, sizeof err) != 0) {
+    vm_retire(vm, "reload failed");
+    reload_finished(0, err);
+    return;
+  }
+  settings_warn_restart_only(&g_rt.settings, s);
+  /* Listeners and the data directory stay as they are until a restart. */
+  memcpy(s->listeners, g_rt.settings.listeners, sizeof s->listeners);
+  s->nlisteners = g_rt.settings.nlisteners;
+  memcpy(s->data_dir, g_rt.settings.data_dir, sizeof s->data_dir);
+  start_state(vm, reload_started); /* the old state serves until the new one has started */
 }
 
 static void do_reload(void) {
@@ -382,12 +486,27 @@ static void on_stop_signal(uv_signal_t *h, int sig) {
 
 /* ---- entry ---- */
 
-int rt_run(const char *handlers_dir, const char *config_path, int config_explicit, int check_only) {
+int rt_run(const rt_options_t *o) {
+  const char *handlers_dir = o->handlers_dir, *config_path = o->config_path;
+  int config_explicit = o->config_explicit, check_only = o->mode == RT_CHECK;
   memset(&g_rt, 0, sizeof g_rt);
   signal(SIGPIPE, SIG_IGN);
   log_init();
   g_rt.loop = uv_default_loop();
   g_rt.check_only = check_only;
+  g_rt.mode = o->mode;
+  g_rt.specs = o->specs;
+  g_rt.nspecs = o->nspecs;
+  if (o->mode == RT_TEST) {
+    const char *tmp = getenv("TMPDIR");
+    snprintf(g_rt.test_dir, sizeof g_rt.test_dir, "%s/chatgw-test.XXXXXX",
+             tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(g_rt.test_dir)) {
+      fprintf(stderr, "chatgw test: cannot create a temporary data dir in %s\n",
+              tmp && *tmp ? tmp : "/tmp");
+      return 1;
+    }
+  }
   g_rt.config_path_explicit = config_explicit;
   snprintf(g_rt.handlers_dir, sizeof g_rt.handlers_dir, "%s", handlers_dir);
   snprintf(g_rt.config_path, sizeof g_rt.config_path, "%s", config_path);
@@ -419,7 +538,7 @@ int rt_run(const char *handlers_dir, const char *config_path, int config_explici
   uv_prepare_start(&g_log_flusher, log_flush_cb);
   log_set_buffered(1);
   g_reload_timer.data = NULL;
-  if (!check_only) {
+  if (o->mode == RT_RUN) {
     uv_signal_start(&g_sighup, on_sighup, SIGHUP);
     uv_signal_start(&g_sigterm, on_stop_signal, SIGTERM);
     uv_signal_start(&g_sigint, on_stop_signal, SIGINT);
@@ -450,6 +569,7 @@ int rt_run(const char *handlers_dir, const char *config_path, int config_explici
   metrics_shutdown();
   log_set_buffered(0);
   http_client_global_cleanup();
-  if (!check_only && !g_rt.exit_code) log_infof("stopped");
+  if (g_rt.test_dir[0]) remove_tree(g_rt.test_dir);
+  if (o->mode == RT_RUN && !g_rt.exit_code) log_infof("stopped");
   return g_rt.exit_code;
 }

@@ -21,7 +21,7 @@
 --   { type = "boolean", default = b }                       -- true/false/yes/no/on/off
 --   { type = "map",  fields = { name = schema, ... } }      -- fixed keys
 --   { type = "dict", values = schema, key_pattern = luapat, max_keys = n, default = {..} }
---   { type = "list", items = schema, default = {..} }
+--   { type = "list", items = schema, default = {..}, single = b }  -- single: a scalar is a 1-item list
 --   { type = "any",  default = v }                          -- plain YAML typing
 -- Every key is optional; a missing key, or one whose value is empty/~/null,
 -- gets its default (a map: its fields' defaults; dict/list: default or {}).
@@ -410,7 +410,9 @@ end
 function CONVERT.list(s, node, path, ctx)
   local out = {}
   for i, item in ipairs(node.items) do
-    out[i] = convert(s.items, item, ("%s[%d]"):format(path, i), ctx)
+    local sub = ("%s[%d]"):format(path, i)
+    ctx.lines[sub] = item.line
+    out[i] = convert(s.items, item, sub, ctx)
   end
   return out
 end
@@ -424,9 +426,14 @@ function convert(s, node, path, ctx)
   if is_null(node) then return default_of(s) end
 
   local want = NODE_KIND[s.type]
+  if s.type == "list" and s.single and node.kind == "scalar" then
+    return { convert(s.items, node, path, ctx) }
+  end
   if want then
     if node.kind ~= want then
-      ctx.err(node.line, ("%s: expected %s, got %s"):format(path, KIND_NAME[want], shown(node)))
+      local what = KIND_NAME[want]
+      if s.type == "list" and s.single then what = s.items.type .. " or " .. what end
+      ctx.err(node.line, ("%s: expected %s, got %s"):format(path, what, shown(node)))
       return nil
     end
     return CONVERT[s.type](s, node, path, ctx)
@@ -535,7 +542,8 @@ end
 
 -- Parse and validate one YAML text. Returns cfg without env/listener
 -- finishing, node lines, and errors (appended to `errors`).
-local function from_text(text, file, errors)
+local function from_text(text, file, errors, schema)
+  schema = schema or root
   local function err(line, msg) errors[#errors + 1] = ("%s:%d: %s"):format(file, line, msg) end
   local ctx = { err = err, lines = {} }
 
@@ -546,12 +554,26 @@ local function from_text(text, file, errors)
   end
   local tree = build_tree(events, err)
   if #errors > 0 then return nil, ctx end
-  if tree == nil or is_null(tree) then return default_of(root), ctx end
-  if tree.kind ~= "map" then
-    err(tree.line, "top level must be a mapping, got " .. shown(tree))
+  if tree == nil or is_null(tree) then return default_of(schema), ctx end
+  local want = NODE_KIND[schema.type]
+  if want and tree.kind ~= want then
+    err(tree.line, ("top level must be a %s, got %s"):format(KIND_NAME[want], shown(tree)))
     return nil, ctx
   end
-  return convert(root, tree, "", ctx), ctx
+  return convert(schema, tree, "", ctx), ctx
+end
+
+-- The line-numbered YAML machinery for other files (chatgw.chat.policy, ...):
+--   local value, errors, lines = config.load_text(text, file, schema)
+-- Parses `text` (named `file` in errors) and converts it by `schema` (the DSL above; raises on a
+-- bad schema). On success: value, {}, lines; on any problem: nil, { "<file>:<line>: <msg>", ... },
+-- lines. lines maps the dotted path of every key and list item ("rules[2].match.user_id") to its line.
+function M.load_text(text, file, schema)
+  check_schema(schema, tostring(file))
+  local errors = {}
+  local value, ctx = from_text(text, file, errors, schema)
+  if #errors > 0 then return nil, errors, ctx.lines end
+  return value, errors, ctx.lines
 end
 
 function M.load(path, opts)

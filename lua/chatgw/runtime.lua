@@ -127,6 +127,7 @@ end
 -- ---- load ----
 
 function M.load(opts)
+  M.mode = opts.mode
   local cfg, problems = config.load(opts.config_path, { explicit = opts.config_explicit })
   if not cfg then return false, problems end
   chatgw.config = cfg
@@ -244,6 +245,34 @@ function M.dispatch(req)
   end
   local s, b, h = run_handler(route, req)
   return s, b, h, label
+end
+
+-- ---- start: once a loaded state's store is open, before it becomes current ----
+
+local dbmod = require "chatgw.db" -- chatgw.db (lua/chatgw/db.lua)
+
+-- Start hooks of runtime modules (channels, ...): name -> fn() returning true | nil, err. They
+-- run in order after the migrations, in the new state, while the old one still serves.
+local start_hooks, start_order = {}, {}
+function M.register_start(name, fn)
+  if not start_hooks[name] then start_order[#start_order + 1] = name end
+  start_hooks[name] = fn
+end
+
+function M.start()
+  local ok, err = dbmod.migrate(M.handlers)
+  if not ok then return false, err end
+  for _, name in ipairs(start_order) do
+    local fine, done, why = xpcall(start_hooks[name], traceback)
+    if not fine then return false, name .. ": " .. tostring(done) end
+    if done == nil and why then return false, name .. ": " .. tostring(why) end
+  end
+  return true
+end
+
+-- chatgw test DIR [SPEC...]: runs the specs (lua/chatgw/testing.lua). true when none failed.
+function M.test(specs)
+  return require("chatgw.testing").run(specs, M)
 end
 
 -- ---- shutdown ----

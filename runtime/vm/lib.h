@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "http_server.h"
+#include "store.h"
 #include "vm.h"
 
 typedef struct {
@@ -34,6 +35,7 @@ typedef struct {
   double started_wall;
   uint64_t started_ms; /* uv_now at start */
   lib_reload_stats_t reloads;
+  store_t *store; /* the embedded store, NULL until boot opens it (never in `chatgw check`) */
 } lib_host_t;
 
 /* vm_options_t.open for the runtime's states: the chatgw table with every binding below, then
@@ -53,5 +55,8 @@ void lib_limiter_register(lua_State *L, int t);
 void lib_breaker_register(lua_State *L, int t);
 void lib_exec_register(lua_State *L, int t, vm_t *vm, lib_host_t *host);
 void lib_ws_register(lua_State *L, int t);
+void lib_store_register(lua_State *L, int t, lib_host_t *host);
+void lib_event_register(lua_State *L, int t, lib_host_t *host);
+void lib_crypto_register(lua_State *L, int t);
 
 #endif

@@ -20,11 +20,12 @@ struct co {
   co_kind_t kind;
   pending_t *pending; /* the wait in progress, if any */
   int waiting;
-  int cancelled;       /* told to stop (reload or shutdown) */
-  int cancel_notified; /* it has already been handed "cancelled: ..." once */
-  int held;            /* spawned before its state was activated: waits in vm->held */
-  int finished_ok;     /* returned normally: its thread may be reused */
-  uint64_t id;         /* unique for the process: a handle Lua can keep (vm_cancel_id) */
+  int cancelled;            /* told to stop (reload or shutdown) */
+  int cancel_notified;      /* it has already been handed "cancelled: ..." once */
+  int held;                 /* spawned before its state was activated: waits in vm->held */
+  int finished_ok;          /* returned normally: its thread may be reused */
+  uint64_t id;              /* unique for the process: a handle Lua can keep (vm_cancel_id) */
+  const char *restrict_why; /* vm_co_restrict */
   char cancel_reason[32];
   wake_t wake; /* why it sits in the ready queue */
   int start_nargs;
@@ -384,6 +385,18 @@ vm_t *vm_co_vm(co_t *co) {
   return co->vm;
 }
 
+co_kind_t vm_co_kind(co_t *co) {
+  return co->kind;
+}
+
+void vm_co_restrict(co_t *co, const char *why) {
+  co->restrict_why = why;
+}
+
+const char *vm_co_restricted(co_t *co) {
+  return co->restrict_why;
+}
+
 co_t *vm_current(void) {
   return g_current;
 }
@@ -410,6 +423,10 @@ int vm_wait(lua_State *L, co_t *co, pending_t *p) {
     co->pending = NULL;
     co->waiting = 0;
     old->cancel(old);
+  }
+  if (co->restrict_why && !p->restricted_ok) {
+    p->cancel(p);
+    return luaL_error(L, "%s", co->restrict_why);
   }
   if (!lua_isyieldable(L) || (L != co->L && !lua_isyieldable(co->L))) {
     p->cancel(p);
@@ -475,6 +492,11 @@ int vm_wait_timer(lua_State *L, co_t *co, uint64_t ms) {
 void vm_wait_done(co_t *co) {
   co->pending = NULL;
   co->waiting = 0;
+}
+
+void vm_resume_later(co_t *co, int nargs) {
+  co->start_nargs = nargs; /* the values are on co's stack; resumed like a start */
+  ready_push(co, WAKE_START);
 }
 
 void vm_cancel(co_t *co, const char *reason) {

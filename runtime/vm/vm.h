@@ -28,6 +28,7 @@ typedef enum {
   CO_SHUTDOWN,   /* on_shutdown hooks */
   CO_WS,         /* a WebSocket connect, method call or hook: like a request, it finishes on
                     its own state after a reload */
+  CO_START,      /* a loaded state's start (migrations, channels) before it becomes current */
   CO_KINDS
 } co_kind_t;
 
@@ -36,6 +37,7 @@ typedef enum {
 struct pending {
   co_t *co;
   void (*cancel)(pending_t *p);
+  int restricted_ok; /* may be waited on by a restricted coroutine (see vm_co_restrict) */
 };
 
 /* Called when a coroutine ends. ok: 1 finished, 0 raised (message with traceback is at the
@@ -91,6 +93,11 @@ co_t *vm_spawn(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud);
 co_t *vm_spawn_deferred(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud);
 lua_State *vm_co_thread(co_t *co);
 vm_t *vm_co_vm(co_t *co);
+co_kind_t vm_co_kind(co_t *co);
+/* While why is set, co may only wait on operations marked restricted_ok; any other wait raises
+ * "<why>" (a database transaction must not wait on the network). NULL lifts it. */
+void vm_co_restrict(co_t *co, const char *why);
+const char *vm_co_restricted(co_t *co);
 
 /* The coroutine being resumed right now, or NULL (e.g. while a module is required). */
 co_t *vm_current(void);
@@ -108,6 +115,9 @@ int vm_wait_timer(lua_State *L, co_t *co, uint64_t ms);
  * vm_co_thread(co) and call vm_resume(co, nresults). */
 void vm_wait_done(co_t *co);
 void vm_resume(co_t *co, int nargs);
+/* Like vm_resume, but on the next loop iteration: for completions that happen inside another
+ * coroutine (a resume never nests). The nargs values stay on co's stack until then. */
+void vm_resume_later(co_t *co, int nargs);
 /* Cancel co's wait (if any) and resume it with nil, "cancelled: <reason>" on the next loop
  * iteration. */
 void vm_cancel(co_t *co, const char *reason);

@@ -129,6 +129,15 @@ class Gateway:
                     self.ports[r["listener"]] = r["port"]
         return self
 
+    def restart(self, wait_ready=True, timeout=20):
+        """Starts the process again on the same directory (after stop() or a kill)."""
+        if self.proc and self.proc.poll() is None:
+            raise AssertionError("restart: chatgw is still running")
+        with self.lock:
+            self.lines = []
+        self.ports = {}
+        return self.start(wait_ready, timeout)
+
     def _pump(self, stream):
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")

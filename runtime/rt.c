@@ -305,8 +305,13 @@ static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
     schedule_exit();
     return;
   }
-  if (g_rt.mode == RT_TEST) /* specs never touch the deployment's data */
+  if (g_rt.mode == RT_TEST) {
+    /* Specs never touch the deployment's data, and print only their own lines. */
     snprintf(g_rt.settings.data_dir, sizeof g_rt.settings.data_dir, "%s", g_rt.test_dir);
+    const char *lvl = getenv("CHAT_GATEWAY_LOG_LEVEL");
+    if (!lvl || !*lvl) snprintf(g_rt.settings.log_level, sizeof g_rt.settings.log_level, "warn");
+    if (!getenv("CHAT_GATEWAY_TOKEN")) setenv("CHAT_GATEWAY_TOKEN", "chatgw-test-token", 1);
+  }
   settings_apply_runtime(&g_rt.settings, NULL);
   if (data_dir_prepare(g_rt.settings.data_dir, err, sizeof err) != 0 ||
       token_setup(g_rt.settings.data_dir, g_rt.host.token, sizeof g_rt.host.token,
@@ -515,6 +520,7 @@ int rt_run(const rt_options_t *o) {
            lua_dir && *lua_dir ? lua_dir : CHATGW_LUA_DIR_DEFAULT);
   g_rt.host.loop = g_rt.loop;
   g_rt.host.check_only = check_only;
+  g_rt.host.mode = o->mode == RT_TEST ? "test" : o->mode == RT_CHECK ? "check" : "run";
   g_rt.host.data_dir = g_rt.settings.data_dir;
   g_rt.host.started_wall = clock_wall_s();
   g_rt.host.started_ms = uv_now(g_rt.loop);

@@ -15,6 +15,15 @@ function M.register_key(name, validator)
   validators[name] = validator
 end
 
+-- Checks of a whole handler table, after its keys (keys that only make sense together, like
+-- commands and on_command): fn(mod, ctx) reports through ctx.problem(line, msg).
+local file_checks = {}
+function M.register_check(fn)
+  assert(type(fn) == "function", "register_check(fn)")
+  file_checks[#file_checks + 1] = fn
+end
+
+
 local function read_file(path)
   local f = io.open(path, "rb")
   if not f then return "" end
@@ -41,6 +50,10 @@ local function key_line(ctx, key)
   if pos then return line_at(ctx.source, pos) end
   return line_of(ctx.source, '["' .. key .. '"]') or line_of(ctx.source, "['" .. key .. "']") or 1
 end
+
+M.key_line = key_line -- for checks of other modules
+
+M.line_of = line_of
 
 local function fn_line(fn, fallback)
   local info = type(fn) == "function" and debug.getinfo(fn, "S")
@@ -139,6 +152,8 @@ local function load_one(path, problems, routes)
       if msg then ctx.problem(key_line(ctx, k), msg) end
     end
   end
+  ctx.name = mod.name or path:match("([^/]+)%.lua$")
+  for _, check in ipairs(file_checks) do check(mod, ctx) end
   return mod
 end
 

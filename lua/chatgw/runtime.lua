@@ -126,14 +126,23 @@ end
 
 -- ---- load ----
 
+-- Load steps of runtime modules (the chat policy file, ...): fn(cfg, opts) returning nil or a
+-- list of "file:line: message" problems. They run after the config and the handlers.
+local load_steps = {}
+function M.register_load_step(fn) load_steps[#load_steps + 1] = fn end
+
 function M.load(opts)
-  M.mode = opts.mode
+  M.mode, M.handlers_dir = opts.mode, opts.handlers_dir
   local cfg, problems = config.load(opts.config_path, { explicit = opts.config_explicit })
   if not cfg then return false, problems end
   chatgw.config = cfg
   local handlers, routers, hproblems = loader.load(opts.handlers_dir, cfg.listeners, add_builtins)
   if #hproblems > 0 then return false, hproblems end
   M.handlers, M.routers = handlers, routers
+  for _, step in ipairs(load_steps) do
+    local p = step(cfg, opts)
+    if p and #p > 0 then return false, p end
+  end
   return true, cfg
 end
 
@@ -289,5 +298,8 @@ end
 
 require("chatgw.supervisor").install(M) -- chatgw.exec, chatgw.supervise (lua/chatgw/supervisor.lua)
 require("chatgw.ws").install(M) -- chatgw.ws, methods/on_connect/on_disconnect (lua/chatgw/ws.lua)
+require("chatgw.chat").install(M) -- chatgw.chat, commands/on_message/... (lua/chatgw/chat/)
+require("chatgw.chat.channels.test").install(M) -- the test channel (chatgw test, tests)
+require("chatgw.chat.channels.ws").install(M) -- the ws chat channel (chat.send over /ws)
 
 return M

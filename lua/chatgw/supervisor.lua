@@ -111,10 +111,11 @@ local function main(st, run)
     st.started_at, st.run_started_mono = chatgw.time(), chatgw.now()
     st.next_start_at, st.next_start_mono = nil, nil
     set_state(st, "running")
+    local info = st.internal and chatgw.log.debug or chatgw.log.info
     if st.runs == 1 then
-      chatgw.log.info("supervised loop started", fields(st))
+      info("supervised loop started", fields(st))
     else
-      chatgw.log.info("supervised loop restarted", fields(st, { restarts = st.restarts }))
+      info("supervised loop restarted", fields(st, { restarts = st.restarts }))
     end
     local ok, err = xpcall(run, traceback, { name = st.name, module = st.module, attempt = st.runs })
     local ran = chatgw.now() - st.run_started_mono
@@ -167,7 +168,8 @@ local function supervisor(st, run)
     chatgw.log.error("supervisor failed", fields(st, { error = st.last_error }))
   elseif st.state ~= "failed" then
     set_state(st, "stopped")
-    chatgw.log.info("supervised loop stopped", fields(st, { reason = st.stop_reason or "reload" }))
+    local info = st.internal and chatgw.log.debug or chatgw.log.info
+    info("supervised loop stopped", fields(st, { reason = st.stop_reason or "reload" }))
   end
   st.done = true
 end
@@ -211,8 +213,10 @@ function M.health()
   local out, status_ = {}, "ok"
   for _, name in ipairs(order) do
     local st = loops[name]
-    out[name] = status(st)
-    if is_down(st) then status_ = "degraded" end
+    if not st.internal then
+      out[name] = status(st)
+      if is_down(st) then status_ = "degraded" end
+    end
   end
   return { status = status_, loops = out }
 end
@@ -234,8 +238,7 @@ local function check_module(module, fname)
   return module
 end
 
-function chatgw.supervise(spec)
-  local fname = "chatgw.supervise"
+local function start(spec, fname, internal)
   if type(spec) ~= "table" then
     error(fname .. ": expected a table like {name = ..., run = fn}, got " .. type(spec), 2)
   end
@@ -261,18 +264,27 @@ function chatgw.supervise(spec)
   if loops[name] then error(fname .. ": a loop named '" .. name .. "' already exists", 2) end
   if chatgw._is_retired() then return nil, "cancelled: reload" end
   local st = { name = name, module = module, lock = lock, state = "starting", runs = 0,
-               restarts = 0, failures = 0, history = {} }
+               restarts = 0, failures = 0, history = {}, internal = internal }
   loops[name] = st
   order[#order + 1] = name
-  ensure_health()
+  if not internal then ensure_health() end
   chatgw.spawn(supervisor, st, spec.run)
   return { name = name, status = function() return status(st) end }
 end
 
+function chatgw.supervise(spec) return start(spec, "chatgw.supervise") end
+
+-- The runtime's own loops (the outbox senders): supervised the same way, but not listed in
+-- chatgw.loops() and the loops health check (their modules report them), and their start and
+-- stop lines are at debug level.
+function M.internal(spec) return start(spec, "supervise", true) end
+
 -- chatgw.loops() -> { name = status, ... } for this state's loops.
 function chatgw.loops()
   local out = {}
-  for _, name in ipairs(order) do out[name] = status(loops[name]) end
+  for _, name in ipairs(order) do
+    if not loops[name].internal then out[name] = status(loops[name]) end
+  end
   return out
 end
 

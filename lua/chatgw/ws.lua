@@ -75,6 +75,12 @@ local function wscfg() return (chatgw.config and chatgw.config.ws) or {} end
 -- ---- handler keys ----
 
 local BUILTIN_METHODS = { connect = true, ["presence.list"] = true }
+-- Built-in methods of runtime modules (the ws chat channel): name -> { fn(conn, params), scope }.
+local builtin_fns = {}
+function M.register_builtin_method(name, fn, scope)
+  BUILTIN_METHODS[name] = true
+  builtin_fns[name] = { fn = fn, scope = scope }
+end
 local methods, method_where = {}, {} -- this state's methods, collected while the handlers load
 
 local function line_at(source, pos)
@@ -442,7 +448,11 @@ function M._on_message(num, text, retry_after)
     end
     payload = C.presence()
   else
-    local fn = methods[method]
+    local builtin = builtin_fns[method]
+    if builtin and builtin.scope and not conn:has_scope(builtin.scope) then
+      return res_error(rid, "forbidden", method .. " needs the scope " .. builtin.scope)
+    end
+    local fn = builtin and builtin.fn or methods[method]
     if not fn then return res_error(rid, "unknown_method", "unknown method '" .. method .. "'") end
     local ok, a, b = xpcall(fn, traceback, conn, params)
     if not ok then
@@ -460,9 +470,17 @@ function M._on_message(num, text, retry_after)
   return s
 end
 
+-- Disconnect hooks of runtime modules (the ws chat channel's rooms), before the handlers'.
+local disconnect_hooks = {}
+function M.register_disconnect(fn) disconnect_hooks[#disconnect_hooks + 1] = fn end
+
 function M._on_disconnect(info, code, reason)
   cache[info._num] = nil
   local conn = setmetatable(public_info(info, true), Conn)
+  for _, fn in ipairs(disconnect_hooks) do
+    local ok, err = pcall(fn, conn, code, reason)
+    if not ok then chatgw.log.error("ws disconnect hook failed", { error = tostring(err) }) end
+  end
   run_hooks("on_disconnect", conn, code, reason)
 end
 

@@ -31,7 +31,8 @@ typedef struct {
   const char *data_dir; /* the running data directory (locks live in it) */
   char token[256];      /* the bearer token of the API ("" until boot set it up) */
   size_t token_len;
-  int check_only; /* `chatgw check`: nothing may start */
+  int check_only;   /* `chatgw check`: nothing may start */
+  const char *mode; /* "run", "check" or "test" (chatgw._mode) */
   double started_wall;
   uint64_t started_ms; /* uv_now at start */
   lib_reload_stats_t reloads;

@@ -47,10 +47,10 @@ static void spawn_done(co_t *co, int ok, void *ud) {
   }
 }
 
-static int l_spawn(lua_State *L) {
+static int spawn_kind(lua_State *L, co_kind_t kind, const char *fname) {
   vm_t *vm = upvalue_vm(L);
   if (lua_type(L, 1) != LUA_TFUNCTION)
-    return luaL_error(L, "chatgw.spawn: fn must be a function, got %s", luaL_typename(L, 1));
+    return luaL_error(L, "%s: fn must be a function, got %s", fname, luaL_typename(L, 1));
   if (vm_is_retired(vm)) {
     lua_pushnil(L);
     lua_pushliteral(L, "cancelled: reload");
@@ -66,10 +66,20 @@ static int l_spawn(lua_State *L) {
     for (int i = 1; i <= nargs + 1; i++)
       lua_pushvalue(M, i);
   }
-  if (!vm_spawn_deferred(vm, CO_BACKGROUND, nargs, spawn_done, NULL))
-    return luaL_error(L, "chatgw.spawn: out of memory");
+  if (!vm_spawn_deferred(vm, kind, nargs, spawn_done, NULL))
+    return luaL_error(L, "%s: out of memory", fname);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+static int l_spawn(lua_State *L) {
+  return spawn_kind(L, CO_BACKGROUND, "chatgw.spawn");
+}
+
+/* chatgw._spawn_task(fn, ...): like spawn, but a reload does not cancel it (it finishes on its
+ * state, as a request does). For the runtime's own work that must not stop half way. */
+static int l_spawn_task(lua_State *L) {
+  return spawn_kind(L, CO_TASK, "chatgw._spawn_task");
 }
 
 #define EVERY_MT "chatgw.every"
@@ -334,6 +344,7 @@ static int l_is_retired(lua_State *L) {
 
 void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
   static const luaL_Reg with_vm[] = {{"spawn", l_spawn},
+                                     {"_spawn_task", l_spawn_task},
                                      {"every", l_every},
                                      {"_runtime_info", l_runtime_info},
                                      {"_is_retired", l_is_retired},
@@ -355,6 +366,8 @@ void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
   }
   lua_pushstring(L, CHATGW_VERSION);
   lua_setfield(L, t, "version");
+  lua_pushstring(L, host->mode ? host->mode : "run");
+  lua_setfield(L, t, "_mode");
   lua_pushlightuserdata(L, vm_yield_marker());
   lua_setfield(L, t, "_yield_marker");
 

@@ -29,6 +29,8 @@ typedef enum {
   CO_WS,         /* a WebSocket connect, method call or hook: like a request, it finishes on
                     its own state after a reload */
   CO_START,      /* a loaded state's start (migrations, channels) before it becomes current */
+  CO_TASK,       /* runtime work that must finish even after a reload (an outbox delivery):
+                    like a request, it is not cancelled when its state is retired */
   CO_KINDS
 } co_kind_t;
 

@@ -739,7 +739,7 @@ class TestLifecycle(WsTestBase):
         g = self.gw({"a.lua": """\
             return {
               methods = {
-                ["chat.send"] = function() end,
+                ["room.send"] = function() end,
               },
             }
             """, "b.lua": """\
@@ -747,7 +747,7 @@ class TestLifecycle(WsTestBase):
               name = "b",
               methods = {
                 ["x"] = function() end,
-                ["chat.send"] = function() end,
+                ["room.send"] = function() end,
               },
             }
             """, "c.lua": """\
@@ -755,7 +755,7 @@ class TestLifecycle(WsTestBase):
             """}, BASE_CONFIG, start=False)
         code, _, err = run_cli(["check", g.handlers_dir, "--config", g.config_path], env=g.env)
         self.assertEqual(code, 1, err)
-        self.assertRegex(err, r"b\.lua:5: method 'chat\.send' is already declared by .*a\.lua:3")
+        self.assertRegex(err, r"b\.lua:5: method 'room\.send' is already declared by .*a\.lua:3")
         self.assertRegex(err, r"c\.lua:1: method 'presence\.list' is already declared by the runtime")
         self.assertRegex(err, r"c\.lua:1: method names must be strings")
 

@@ -1,0 +1,297 @@
+-- chatgw.chat: the chat layer. Channels (Telegram, Feishu, WebSocket, the test channel) are thin
+-- adapters that register here; everything beneath them is shared: the message model, the
+-- inbound ledger, dispatch (allowlist, commands, policy, handlers), the outbox and its senders,
+-- health and metrics.
+--
+--   chatgw.chat.send{ channel, account, chat_id, text, ... }  -> handle | nil, err
+--   chatgw.chat.status(id)                                     -> { status, message_id, ... }
+--   chatgw.chat.download(attachment, { max_bytes })            -> bytes | nil, err
+--
+-- Adapters: chat.register_channel(def), chat.inbound(fields, platform_id),
+-- chat.callback(fields), chat.set_state(channel, account, state, err).
+local chatgw = chatgw
+local config = require "chatgw.config"
+local json = require "chatgw.json"
+require "chatgw.chat.store"
+local handlers = require "chatgw.chat.handlers"
+local model = require "chatgw.chat.model"
+local outbox = require "chatgw.chat.outbox"
+local ledger = require "chatgw.chat.ledger"
+local dispatch = require "chatgw.chat.dispatch"
+local allowlist = require "chatgw.chat.allowlist"
+local policy = require "chatgw.chat.policy"
+local texts = require "chatgw.chat.texts"
+local supervisor = require "chatgw.supervisor"
+
+local type, tostring, pairs, ipairs, error, pcall = type, tostring, pairs, ipairs, error, pcall
+
+local M = { handlers = handlers, model = model, outbox = outbox, ledger = ledger }
+local R -- chatgw.runtime
+
+-- ---- config ----
+
+local MODES = { "off", "owner_only", "auth" }
+
+config.register_section("chat", { type = "map", fields = {
+  allowlist_mode = { type = "string", enum = MODES, default = "off",
+    doc = "Who may use the bots at all: `off` (everyone), `owner_only`, `auth` (chats on the list; `/auth`)." },
+  channels = { type = "dict", key_pattern = "^[a-z][a-z0-9_]*$", doc = "Per channel: `allowlist_mode` overrides the one above.",
+    values = { type = "map", fields = { allowlist_mode = { type = "string", enum = MODES } } } },
+  owner_chats = { type = "dict", key_pattern = "^[a-z][a-z0-9_]*$", values = { type = "string", min_len = 1, max_len = 128 },
+    doc = "The owner's chat id per channel (always allowed; seed 000's `gateway.owner.<channel>_chat_id`)." },
+  language = { type = "string", enum = texts.LANGUAGES, default = "en",
+    doc = "Language of built-in replies; `CHAT_GATEWAY_RESPONSE_LANG` (alias `GW_RESPONSE_LANG`) wins." },
+  policy = { type = "string", default = "policy.yml", min_len = 1, max_len = 1023,
+    doc = "The policy file; relative to the directory of chatgw.yml. `CHAT_GATEWAY_POLICY_PATH` wins." },
+  unknown_command_hint = { type = "boolean", default = true,
+    doc = "Answer an unknown command in a private chat (or when mentioned) with a hint." },
+  ledger_retention_hours = config.int(24, 1, 720,
+    "How long inbound update ids are kept to drop redeliveries (Feishu retries for about 7 h)."),
+} })
+
+-- ---- channels ----
+
+local channels = {} -- name -> def
+local channel_order = {}
+outbox.bind(channels)
+model.channel_def = function(name) return channels[name] end
+
+local states = chatgw.shared("chatgw.channels") -- "<channel>:<account>" -> JSON state; survives reloads
+local senders = {} -- "<channel>:<account>" -> the supervised sender's handle (this state)
+
+-- def: { name, accounts = fn() -> { {name = "default"}, ... }, deliver(account, op), typing?(account,
+-- chat_id), download?(account, att, opts), bot_username?(account), capabilities = { edit, delete,
+-- buttons, images }, limits = { button_data_max, text_max }, idempotent_sends?, lock?, start?(account) }
+function M.register_channel(def)
+  assert(type(def) == "table" and type(def.name) == "string" and type(def.deliver) == "function",
+    "register_channel{ name, deliver, ... }")
+  if not channels[def.name] then channel_order[#channel_order + 1] = def.name end
+  channels[def.name] = def
+end
+
+function M.channel(name) return channels[name] end
+
+local function accounts_of(def)
+  local ok, list = pcall(def.accounts or function() return { { name = "default" } } end)
+  if not ok or type(list) ~= "table" then return {} end
+  return list
+end
+
+-- Adapters report their state: "off" | "starting" | "ok" | "error" (with err).
+function M.set_state(channel, account, state, err)
+  local key = channel .. ":" .. account
+  local cur = json.decode(states:get(key) or "{}") or {}
+  cur.state = state
+  local t = chatgw.time()
+  if state == "ok" then cur.last_ok_at = t end
+  if err then
+    cur.last_error = tostring(err)
+    cur.last_error_at = t
+  end
+  states:set(key, json.encode(cur))
+end
+
+local function channel_health()
+  local out, degraded = {}, false
+  for _, name in ipairs(channel_order) do
+    local def = channels[name]
+    for _, a in ipairs(accounts_of(def)) do
+      local key = name .. ":" .. a.name
+      local s = json.decode(states:get(key) or "{}") or {}
+      s.state = s.state or "starting"
+      s.outbox_depth = outbox.depth(name, a.name)
+      local h = senders[key]
+      if h then
+        local st = h.status()
+        s.sender = st.state -- "running", or "waiting_lock" on a standby process
+        if st.state == "failed" or st.state == "circuit_open" then degraded = true end
+      end
+      if s.state == "error" then degraded = true end
+      out[key] = s
+    end
+  end
+  return { status = degraded and "degraded" or "ok", channels = out }
+end
+
+-- ---- inbound ----
+
+local function bot_username(channel, account)
+  local def = channels[channel]
+  if def and def.bot_username then
+    local ok, u = pcall(def.bot_username, account)
+    if ok then return u end
+  end
+  return nil
+end
+
+local active = 0 -- dispatches running in this state (chatgw test waits for them)
+
+local function run_dispatch(row_id, msg)
+  active = active + 1
+  local first = true
+  if row_id then first = ledger.mark_dispatched(row_id) end
+  if first then
+    local ok, err = pcall(dispatch.handle, msg)
+    if not ok then chatgw.log.error("chat dispatch failed", { channel = msg.channel, error = tostring(err) }) end
+  end
+  active = active - 1
+  if active == 0 then chatgw._notify("chat:idle") end
+end
+
+-- An inbound message from an adapter: recorded in the ledger (nil, "duplicate" when seen), then
+-- dispatched in a task of its own. Acknowledge the platform once this returns an id.
+function M.inbound(fields, platform_id)
+  if type(fields) ~= "table" or not channels[fields.channel] then
+    error("chat.inbound: fields.channel must be a registered channel", 2)
+  end
+  fields.account = fields.account or "default"
+  local msg = model.new(fields, bot_username(fields.channel, fields.account))
+  local id, err = ledger.record(msg.channel, msg.account, platform_id or msg.id, model.fields(msg))
+  if not id then return nil, err end
+  active = active + 1 -- counted from now on, so a waiter never sees idle before the task starts
+  chatgw._spawn_task(function()
+    active = active - 1
+    run_dispatch(id, msg)
+  end)
+  return id
+end
+
+-- Rows recorded before a restart and never dispatched: by the account's sender loop.
+local function replay(channel, account)
+  local rows = ledger.pending(channel, account)
+  for _, r in ipairs(rows or {}) do
+    local msg = model.new(r.message, bot_username(channel, account))
+    chatgw.log.info("chat: dispatching an update recorded before the restart", { channel = channel,
+      account = account, id = r.id })
+    active = active + 1
+    chatgw._spawn_task(function()
+      active = active - 1
+      run_dispatch(r.id, msg)
+    end)
+  end
+end
+
+-- A button press from an adapter.
+function M.callback(fields)
+  local cb = model.callback(fields)
+  active = active + 1
+  chatgw._spawn_task(function()
+    local ok, err = pcall(dispatch.callback, cb)
+    if not ok then chatgw.log.error("chat callback failed", { channel = cb.channel, error = tostring(err) }) end
+    active = active - 1
+    if active == 0 then chatgw._notify("chat:idle") end
+  end)
+  return true
+end
+
+function M.active() return active end
+
+-- ---- the public API ----
+
+local chat = {}
+
+function chat.send(spec)
+  if type(spec) ~= "table" then error("chatgw.chat.send: expected a table of options, got " .. type(spec), 2) end
+  local o = {}
+  for k, v in pairs(spec) do
+    if k ~= "channel" and k ~= "account" and k ~= "chat_id" then o[k] = v end
+  end
+  o = model.reply_opts(o, "chatgw.chat.send")
+  if type(spec.channel) ~= "string" or not channels[spec.channel] then
+    error("chatgw.chat.send: channel must be one of the registered channels, got " .. tostring(spec.channel), 2)
+  end
+  if spec.chat_id == nil then error("chatgw.chat.send: chat_id is required", 2) end
+  return outbox.accept{ channel = spec.channel, account = spec.account or "default", chat_id = tostring(spec.chat_id),
+    text = o.text, format = o.format, buttons = o.buttons, image = o.image, image_bytes = o.image_bytes,
+    caption = o.caption, origin = "send" }
+end
+
+function chat.status(id)
+  if type(id) ~= "number" then error("chatgw.chat.status: id must be a number (handle.id)", 2) end
+  return outbox.status(id)
+end
+
+function chat.handle(id) -- a handle for an id kept elsewhere
+  local st, err = outbox.status(id)
+  if not st then return nil, err end
+  return outbox.handle(st.id, st.channel, st.account, st.chat_id)
+end
+
+function chat.download(att, opts)
+  if type(att) ~= "table" or type(att.channel) ~= "string" then
+    error("chatgw.chat.download: expected an attachment of msg.attachments", 2)
+  end
+  local def = channels[att.channel]
+  if not def or not def.download then return nil, "unsupported: the channel cannot download attachments" end
+  return def.download(att.account or "default", att, opts or {})
+end
+
+chatgw.chat = chat
+
+-- ---- install ----
+
+local function rate_limiter()
+  local limiters = {}
+  return function(key, rpm)
+    local l = limiters[rpm]
+    if not l then
+      l = chatgw.limiter{ name = "chatgw.chat.rpm." .. rpm, limit = rpm, window_ms = 60000, max_keys = 100000 }
+      limiters[rpm] = l
+    end
+    return l:take(key)
+  end
+end
+
+-- The policy file: CHAT_GATEWAY_POLICY_PATH (explicit: must exist), else chat.policy beside
+-- chatgw.yml (a missing file is an empty policy: capabilities denied, open handlers open).
+local function load_policy(cfg, opts)
+  local env = os.getenv("CHAT_GATEWAY_POLICY_PATH")
+  local path, explicit = cfg.chat.policy, false
+  if env and env ~= "" then path, explicit = env, true end
+  if path:sub(1, 1) ~= "/" then
+    local dir = (opts.config_path or ""):match("^(.*)/[^/]*$") or "."
+    path = dir .. "/" .. path
+  end
+  return policy.load(path, { explicit = explicit })
+end
+
+function M.install(runtime)
+  R = runtime
+  R.register_load_step(function(cfg, opts)
+    local p, problems = load_policy(cfg, opts)
+    if not p then return problems end
+    for _, w in ipairs(p.warnings or {}) do chatgw.log.warn("policy: " .. w) end
+    dispatch.policy = p
+    M.policy = p
+    dispatch.unknown_hint = cfg.chat.unknown_command_hint
+    allowlist.configure(cfg.chat)
+    texts.configure(cfg.chat.language)
+    ledger.retention_s = cfg.chat.ledger_retention_hours * 3600
+    dispatch.rate = rate_limiter()
+    return nil
+  end)
+  R.register_start("chat", function()
+    for _, name in ipairs(channel_order) do
+      local def = channels[name]
+      for _, a in ipairs(accounts_of(def)) do
+        local acct = a.name
+        senders[name .. ":" .. acct] = supervisor.internal{ name = ("outbox.%s.%s"):format(name, acct),
+          module = "chat", lock = def.lock and ("outbox-%s-%s"):format(name, acct) or nil,
+          run = function()
+            replay(name, acct)
+            outbox.sender(def, acct)
+          end }
+        if def.start then def.start(acct) end
+      end
+    end
+    chatgw.every(600000, function() ledger.prune() end)
+    return true
+  end)
+  R.register_health("channels", channel_health)
+end
+
+M.texts = texts
+M.dispatch = dispatch
+M.allowlist = allowlist
+
+return M

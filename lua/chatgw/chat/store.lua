@@ -1,0 +1,72 @@
+-- chatgw.chat.store: the chat layer's tables in the embedded store (migrations owned by
+-- "chatgw.chat"; never edit a shipped one, append).
+--
+--   chat_inbound    the durable inbound ledger: one row per platform update, recorded before the
+--                   platform is acknowledged; state recorded -> dispatched
+--   chat_outbox     every outbound message, edit, delete and chat action, written before the
+--                   caller gets its handle; status queued -> sending -> delivered | failed |
+--                   unknown
+--   chat_blobs      image bytes of accepted replies (a handler may delete its file at once)
+--   chat_buttons    button data too long for a platform, behind a short key
+--   chat_allowlist  the chats allowed to use a bot (allowlist modes owner_only and auth)
+--   chat_state      small per-account values (offsets, modes) that must survive restarts
+local dbmod = require "chatgw.db"
+
+dbmod.register("chatgw.chat", {
+  [[
+  CREATE TABLE chat_inbound (
+    id INTEGER PRIMARY KEY,
+    channel TEXT NOT NULL, account TEXT NOT NULL, platform_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT,
+    UNIQUE (channel, account, platform_id));
+  CREATE INDEX chat_inbound_state ON chat_inbound (state) WHERE state = 'recorded';
+  CREATE INDEX chat_inbound_received ON chat_inbound (received_at);
+  CREATE TABLE chat_outbox (
+    id INTEGER PRIMARY KEY,
+    channel TEXT NOT NULL, account TEXT NOT NULL, chat_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    ref INTEGER,
+    body TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    message_id TEXT,
+    message_ids TEXT,
+    error TEXT,
+    uuid TEXT NOT NULL,
+    handler TEXT,
+    origin TEXT);
+  CREATE INDEX chat_outbox_pending ON chat_outbox (channel, account, id)
+    WHERE status IN ('queued', 'sending');
+  CREATE INDEX chat_outbox_message ON chat_outbox (channel, account, chat_id, message_id);
+  CREATE TABLE chat_blobs (id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, bytes BLOB NOT NULL,
+    created_at REAL NOT NULL);
+  CREATE TABLE chat_buttons (key TEXT PRIMARY KEY, data TEXT NOT NULL, created_at REAL NOT NULL);
+  CREATE TABLE chat_allowlist (
+    channel TEXT NOT NULL, account TEXT NOT NULL, chat_id TEXT NOT NULL,
+    added_by TEXT, added_at REAL NOT NULL,
+    PRIMARY KEY (channel, account, chat_id));
+  CREATE TABLE chat_state (k TEXT PRIMARY KEY, v TEXT NOT NULL, updated_at REAL NOT NULL);
+  ]],
+})
+
+local M = {}
+
+function M.state_get(key)
+  local rows, err = chatgw.db.query("SELECT v FROM chat_state WHERE k = ?", key)
+  if not rows then return nil, err end
+  return rows[1] and rows[1].v or nil
+end
+
+function M.state_set(key, value)
+  return chatgw.db.exec([[INSERT INTO chat_state (k, v, updated_at) VALUES (?, ?, ?)
+    ON CONFLICT (k) DO UPDATE SET v = excluded.v, updated_at = excluded.updated_at]],
+    key, tostring(value), chatgw.time())
+end
+
+return M

@@ -95,30 +95,13 @@ end
 
 -- ---- waiting for the chat to settle ----
 
-local function pending_outbox()
-  local rows = chatgw.db.query([[SELECT count(*) AS n FROM chat_outbox WHERE channel = 'test'
-    AND status IN ('queued', 'sending') AND next_at <= ?]], chatgw.time())
-  return rows and rows[1] and rows[1].n or 0
-end
-
--- Until no handler runs and every due reply is delivered. Virtual sleepers are woken by
--- jumping the clock when nothing else moves. Bounded: 10 s of real time.
+-- Handlers done and replies delivered; virtual sleepers are woken by jumping the clock when
+-- nothing else moves (real time bound: 10 s).
 local function settle()
-  local deadline = real_now() + 10000
-  while real_now() < deadline do
-    if chat.active() == 0 and pending_outbox() == 0 then
-      -- let a last task or sender pass run, then check again
-      chatgw._wait("chat:idle", 2)
-      if chat.active() == 0 and pending_outbox() == 0 then return true end
-    end
-    local _, err = chatgw._wait("chat:idle", 5)
-    if err then return nil, err end
-    if chat.active() > 0 and pending_outbox() == 0 then
-      local dl = next_deadline()
-      if dl then advance(math.max(0, dl - vnow())) end
-    end
-  end
-  return nil, "the chat did not settle within 10 s (a handler waiting on something that never comes?)"
+  return test_channel.settle(10000, function()
+    local dl = next_deadline()
+    if dl then advance(math.max(0, dl - vnow())) end
+  end, real_now)
 end
 
 -- ---- stubs ----

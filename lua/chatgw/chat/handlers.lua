@@ -120,6 +120,9 @@ loader.register_check(function(mod, ctx)
     end
   end
   if type(cap) == "table" then
+    local lowered = {}
+    for k, v in pairs(cap) do lowered[k:lower()] = v end
+    cap = lowered
     local declared = {}
     for _, n in ipairs(names) do declared[n[1]] = true end
     for k in pairs(cap) do
@@ -136,7 +139,8 @@ loader.register_check(function(mod, ctx)
     if other then
       ctx.problem(line, ("command /%s is already declared by %s:%d"):format(name, other.file, other.line))
     else
-      local c = type(cap) == "table" and (cap[name] or cap[n[1]]) or cap
+      local c = cap
+      if type(cap) == "table" then c = cap[name] end
       M.commands[name] = { handler = entry, description = desc, capability = c, file = ctx.file, line = line }
     end
   end

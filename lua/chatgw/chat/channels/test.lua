@@ -90,6 +90,32 @@ local function public(r)
            edits = #r.edits > 0 and r.edits or json.empty_array, deleted = r.deleted == true }
 end
 
+-- Rows of the test channel still to deliver now (not those waiting for a retry).
+function M.pending()
+  local rows = chatgw.db.query([[SELECT count(*) AS n FROM chat_outbox WHERE channel = 'test'
+    AND status IN ('queued', 'sending') AND next_at <= ?]], chatgw.time())
+  return rows and rows[1] and rows[1].n or 0
+end
+
+-- Until no handler runs and every reply due is delivered, at most timeout_ms (real time).
+-- on_stuck(): called when handlers still run but nothing is left to deliver (chatgw test
+-- moves its virtual clock there); clock: the real clock when chatgw.now is virtual. true, or
+-- nil and why.
+function M.settle(timeout_ms, on_stuck, clock)
+  clock = clock or chatgw.now
+  local deadline = clock() + timeout_ms
+  while clock() < deadline do
+    if chat.active() == 0 and M.pending() == 0 then
+      chatgw._wait("chat:idle", 2) -- a last task or sender pass
+      if chat.active() == 0 and M.pending() == 0 then return true end
+    end
+    local _, err = chatgw._wait("chat:idle", 5)
+    if err then return nil, err end
+    if on_stuck and chat.active() > 0 and M.pending() == 0 then on_stuck() end
+  end
+  return nil, "the chat did not settle within " .. timeout_ms .. " ms (a handler waiting on something that never comes?)"
+end
+
 local function inbound_route(req)
   local b = req.json
   if type(b) ~= "table" or b.chat_id == nil or type(b.text) ~= "string" then
@@ -103,10 +129,7 @@ local function inbound_route(req)
                                 text = by_id[tostring(b.reply_to)] and by_id[tostring(b.reply_to)].text } or nil,
   }, b.update_id)
   if not id then return 200, { ok = true, recorded = false, reason = err } end
-  if b.wait ~= false then
-    local deadline = chatgw.now() + 5000
-    while chat.active() > 0 and chatgw.now() < deadline do chatgw._wait("chat:idle", deadline - chatgw.now()) end
-  end
+  if b.wait ~= false then M.settle(5000) end
   return { ok = true, recorded = true, ledger_id = id }
 end
 
@@ -125,6 +148,7 @@ local function press_route(req)
     chat = { id = r.chat_id, type = b.chat_type or "private" },
     user = { id = tostring(b.user_id or r.chat_id), name = b.user_name or "Test User" },
     message = { id = r.id, text = r.text } }
+  if b.wait ~= false then M.settle(5000) end
   return { ok = true }
 end
 

@@ -619,7 +619,8 @@ local function fmt_value(v)
   return tostring(v)
 end
 
-local function doc_type(s)
+local doc_type
+function doc_type(s)
   if s.doc_type then return s.doc_type end
   if s.type == "integer" or s.type == "number" then
     if s.min and s.max then return ("%s %s..%s"):format(s.type, fmt_value(s.min), fmt_value(s.max)) end
@@ -645,13 +646,19 @@ local function doc_type(s)
     if it.type == "string" then return "list of strings" end
     return "list"
   end
+  if s.type == "dict" then
+    local v = s.values
+    if v.type == "map" then return "mapping: name -> settings" end
+    return "mapping: name -> " .. doc_type(v)
+  end
   return s.type
 end
 
 local function doc_default(s)
   if s.doc_default then return s.doc_default end
   local d = s.default
-  if d == nil and (s.type == "list" or s.type == "dict") then d = {} end
+  if s.type == "dict" and (d == nil or next(d) == nil) then return "`{}`" end
+  if d == nil and s.type == "list" then d = {} end
   if d == nil then return "" end
   return "`" .. fmt_value(d) .. "`"
 end

@@ -329,6 +329,32 @@ int limiter_take(limiter_t *l, const char *key, size_t klen, double n, double no
   return 0;
 }
 
+int limiter_peek(limiter_t *l, const char *key, size_t klen, double n, double now,
+                 double *retry_after_ms) {
+  if (retry_after_ms) *retry_after_ms = 0;
+  if (n > limiter_capacity(l) + EPS) {
+    if (retry_after_ms) *retry_after_ms = -1;
+    return 0;
+  }
+  lkey_t *k = find_key(l, key, klen, hash_key(key, klen));
+  if (!k) return 1; /* untracked: a full bucket, an empty window */
+  if (l->conf.kind == LIMITER_BUCKET) {
+    double t = k->tb.tokens;
+    if (now > k->tb.last_ms) t += (now - k->tb.last_ms) * l->conf.rate / 1000.0;
+    if (t > l->conf.burst) t = l->conf.burst;
+    if (t + EPS >= n) return 1;
+    if (retry_after_ms) *retry_after_ms = (n - t) * 1000.0 / l->conf.rate;
+    return 0;
+  }
+  expire(l, k, now); /* drops only what no longer counts: the answer of take() is unchanged */
+  if (k->used + n <= l->conf.limit + EPS) return 1;
+  if (retry_after_ms) {
+    double t = window_fit_time(l, k, n);
+    *retry_after_ms = t > now ? t - now : 0;
+  }
+  return 0;
+}
+
 double limiter_reserve(limiter_t *l, const char *key, size_t klen, double n, double now) {
   if (n > limiter_capacity(l) + EPS) return -1;
   lkey_t *k = get_key(l, key, klen, now);

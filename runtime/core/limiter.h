@@ -64,6 +64,11 @@ double limiter_capacity(const limiter_t *l);
  * until it would be), -1 out of memory. n > capacity: 0 with retry_after -1 (never). */
 int limiter_take(limiter_t *l, const char *key, size_t klen, double n, double now_ms,
                  double *retry_after_ms);
+/* What take() would answer now, without taking anything (1 or 0 with *retry_after_ms): lets a
+ * caller that needs several limiters at once (a chat, its group, the bot) take from all of
+ * them or from none. */
+int limiter_peek(limiter_t *l, const char *key, size_t klen, double n, double now_ms,
+                 double *retry_after_ms);
 /* Books n units: returns the ms to wait before using them (0 = now), -1 on OOM or when
  * n > capacity. */
 double limiter_reserve(limiter_t *l, const char *key, size_t klen, double n, double now_ms);

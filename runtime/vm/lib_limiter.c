@@ -135,6 +135,22 @@ static int l_take(lua_State *L) {
   return 2;
 }
 
+/* lim:peek(key [, n]): what take would answer, taking nothing (no rejection is counted) */
+static int l_peek(lua_State *L) {
+  llim_t *u = check_self(L, "peek");
+  size_t kl;
+  const char *key = check_key(L, "peek", &kl);
+  double n = check_n(L, u->l, "peek");
+  double retry = 0;
+  if (limiter_peek(u->l, key, kl, n, clock_mono_ms(), &retry)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushboolean(L, 0);
+  lua_pushinteger(L, (lua_Integer)ceil(retry));
+  return 2;
+}
+
 /* ---- lim:wait: a timer wait like chatgw.sleep ---- */
 
 static int l_wait(lua_State *L) {
@@ -190,7 +206,7 @@ void lib_limiter_register(lua_State *L, int t) {
   if (t < 0) t = lua_gettop(L) + t + 1;
   if (luaL_newmetatable(L, LIMITER_MT)) {
     static const luaL_Reg methods[] = {
-        {"take", l_take}, {"wait", l_wait}, {"reset", l_reset}, {"count", l_count}, {NULL, NULL}};
+        {"take", l_take}, {"peek", l_peek}, {"wait", l_wait}, {"reset", l_reset}, {"count", l_count}, {NULL, NULL}};
     lua_newtable(L);
     for (const luaL_Reg *r = methods; r->name; r++) {
       lua_pushcfunction(L, r->func);

@@ -241,6 +241,31 @@ static void test_registry(void) {
   CHECK(limiter_take(e, "a\0b", 3, 1, 0, NULL) == 0);
 }
 
+/* peek answers what take would, and takes nothing */
+static void test_peek(void) {
+  limiter_t *b = bucket("b_peek", 10, 2, 0);
+  double ra = -5;
+  CHECK(limiter_peek(b, K("u"), 1, 0, &ra) == 1);
+  CHECK(limiter_key_count(b) == 0); /* an untracked key stays untracked */
+  CHECK(limiter_take(b, K("u"), 2, 0, &ra) == 1);
+  CHECK(limiter_peek(b, K("u"), 1, 0, &ra) == 0);
+  CHECK(NEAR(ra, 100));
+  CHECK(limiter_peek(b, K("u"), 1, 0, &ra) == 0); /* still: nothing was booked */
+  CHECK(NEAR(ra, 100));
+  CHECK(limiter_peek(b, K("u"), 1, 100, &ra) == 1);
+  CHECK(limiter_peek(b, K("u"), 1, 100, &ra) == 1);
+  CHECK(limiter_take(b, K("u"), 1, 100, &ra) == 1);
+  CHECK(limiter_peek(b, K("u"), 3, 100, &ra) == 0 && ra == -1); /* > burst: never */
+  limiter_t *w = window("w_peek", 2, 1000, 0);
+  CHECK(limiter_take(w, K("k"), 2, 0, &ra) == 1);
+  CHECK(limiter_peek(w, K("k"), 1, 500, &ra) == 0);
+  CHECK(NEAR(ra, 500));
+  CHECK(limiter_peek(w, K("k"), 1, 1000, &ra) == 1);
+  CHECK(limiter_peek(w, K("k"), 1, 1000, &ra) == 1);
+  CHECK(limiter_take(w, K("k"), 2, 1000, &ra) == 1);
+  CHECK(limiter_take(w, K("k"), 1, 1000, &ra) == 0);
+}
+
 int main(void) {
   test_bucket_basics();
   test_bucket_accuracy();
@@ -251,6 +276,7 @@ int main(void) {
   test_idle_keys_dropped();
   test_max_keys();
   test_registry();
+  test_peek();
   limiter_free_all();
   return check_report();
 }

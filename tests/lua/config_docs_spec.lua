@@ -5,6 +5,7 @@ package.path = "lua/?.lua;tests/lua/?.lua;" .. package.path
 chatgw = { _ws = {} } -- lua/chatgw/ws.lua registers the ws: section; it reads chatgw._ws at load
 local config = require "chatgw.config"
 require "chatgw.ws"
+require "chatgw.chat.config" -- the chat: section (lua/chatgw/chat/config.lua)
 
 local spec = require "spec_helper"
 local check = spec.check
@@ -13,7 +14,7 @@ local f = assert(io.open("docs/config.md", "rb"))
 local doc = f:read("*a")
 f:close()
 
-for _, section in ipairs({ "http", "ws" }) do
+for _, section in ipairs({ "http", "ws", "chat" }) do
   print("# " .. section)
   local known = {}
   for _, r in ipairs(config.doc_rows(section)) do

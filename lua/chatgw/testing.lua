@@ -126,9 +126,19 @@ local function stub_http(opts)
       if type(r) == "function" then r = r(opts) end
       if r == nil then return nil, "connect: (stub) connection refused" end
       if type(r) == "string" then return nil, r end
-      local body = r.body
-      if body == nil and r.json ~= nil then body = json.encode(r.json) end
-      local res = { status = r.status or 200, headers = r.headers or {}, body = body or "" }
+      local body, headers = r.body, {}
+      for k, v in pairs(r.headers or {}) do headers[tostring(k):lower()] = v end
+      if body == nil and r.json ~= nil then
+        body = json.encode(r.json)
+        headers["content-type"] = headers["content-type"] or "application/json"
+      end
+      -- the shape of a real answer: a JSON body is decoded into res.json, as chatgw.http does
+      local res = { status = r.status or 200, headers = headers, body = body or "", url = opts.url }
+      local ct = headers["content-type"]
+      if res.body ~= "" and ((type(ct) == "string" and ct:lower():find("json", 1, true))
+          or (ct == nil and res.body:find("^%s*[%[{]"))) then
+        res.json = json.decode(res.body)
+      end
       if opts.on_chunk and res.body ~= "" then opts.on_chunk(res.body) end
       return res
     end

@@ -58,6 +58,8 @@ typedef struct {
 #define STORE_STMT_CACHE 64
 typedef struct {
   sqlite3_stmt *stmt[STORE_STMT_CACHE];
+  char *key[STORE_STMT_CACHE]; /* the SQL exactly as the caller passed it */
+  size_t klen[STORE_STMT_CACHE];
   uint64_t used[STORE_STMT_CACHE];
   uint64_t tick;
 } stmt_cache_t;

@@ -11,6 +11,28 @@
 
 /* ---- statement cache ---- */
 
+/* Whitespace and SQL comments only: what may follow the one statement of a call. */
+static int only_blank(const char *p, size_t n) {
+  const char *end = p + n;
+  while (p < end) {
+    if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == ';') {
+      p++;
+    } else if (end - p >= 2 && p[0] == '-' && p[1] == '-') {
+      while (p < end && *p != '\n')
+        p++;
+    } else if (end - p >= 2 && p[0] == '/' && p[1] == '*') {
+      const char *c = p + 2;
+      while (c + 1 < end && !(c[0] == '*' && c[1] == '/'))
+        c++;
+      if (c + 1 >= end) return 1; /* an unterminated comment runs to the end */
+      p = c + 2;
+    } else {
+      return 0;
+    }
+  }
+  return 1;
+}
+
 static sqlite3_stmt *cache_get(sqlite3 *db, stmt_cache_t *c, const char *sql, size_t len,
                                const char **err) {
   c->tick++;
@@ -21,15 +43,15 @@ static sqlite3_stmt *cache_get(sqlite3 *db, stmt_cache_t *c, const char *sql, si
       if (free_slot < 0) free_slot = i;
       continue;
     }
-    const char *t = sqlite3_sql(s);
-    if (t && strlen(t) == len && memcmp(t, sql, len) == 0) {
+    if (c->klen[i] == len && memcmp(c->key[i], sql, len) == 0) {
       c->used[i] = c->tick;
       return s;
     }
     if (c->used[i] < c->used[lru]) lru = i;
   }
   sqlite3_stmt *s = NULL;
-  if (sqlite3_prepare_v3(db, sql, (int)len, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK) {
+  const char *rest = NULL;
+  if (sqlite3_prepare_v3(db, sql, (int)len, SQLITE_PREPARE_PERSISTENT, &s, &rest) != SQLITE_OK) {
     *err = sqlite3_errmsg(db);
     return NULL;
   }
@@ -37,8 +59,25 @@ static sqlite3_stmt *cache_get(sqlite3 *db, stmt_cache_t *c, const char *sql, si
     *err = "empty statement";
     return NULL;
   }
+  if (rest && !only_blank(rest, (size_t)(sql + len - rest))) {
+    /* a second statement would be silently skipped: say so instead */
+    sqlite3_finalize(s);
+    *err = "one statement per call (several: tx:script)";
+    return NULL;
+  }
+  char *key = malloc(len + 1);
+  if (!key) {
+    sqlite3_finalize(s);
+    *err = "out of memory";
+    return NULL;
+  }
+  memcpy(key, sql, len);
+  key[len] = 0;
   int slot = free_slot >= 0 ? free_slot : lru;
   if (c->stmt[slot]) sqlite3_finalize(c->stmt[slot]);
+  free(c->key[slot]);
+  c->key[slot] = key;
+  c->klen[slot] = len;
   c->stmt[slot] = s;
   c->used[slot] = c->tick;
   return s;
@@ -48,6 +87,8 @@ void store__cache_free(stmt_cache_t *c) {
   for (int i = 0; i < STORE_STMT_CACHE; i++) {
     if (c->stmt[i]) sqlite3_finalize(c->stmt[i]);
     c->stmt[i] = NULL;
+    free(c->key[i]);
+    c->key[i] = NULL;
   }
 }
 
@@ -180,6 +221,7 @@ void store__run_job(sqlite3 *db, stmt_cache_t *cache, store_job_t *j, size_t max
     return;
   }
   if (bind_params(s, j) == 0) {
+    sqlite3_set_last_insert_rowid(db, 0); /* a statement that inserts nothing reports 0 */
     int ncols = sqlite3_column_count(s);
     if (ncols > 0) {
       j->ncols = (size_t)ncols;
@@ -205,7 +247,9 @@ void store__run_job(sqlite3 *db, stmt_cache_t *cache, store_job_t *j, size_t max
       }
     }
     if (!j->failed && rc != SQLITE_DONE) job_fail(j, "db", sqlite3_errmsg(db));
-    if (!j->failed) {
+    if (!j->failed && !sqlite3_stmt_readonly(s)) {
+      /* both are the connection's: only meaningful for a statement that wrote (a SELECT
+       * would report the previous write's); the rowid was zeroed before the step */
       j->changes = sqlite3_changes64(db);
       j->last_id = sqlite3_last_insert_rowid(db);
     }

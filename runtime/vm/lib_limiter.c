@@ -205,8 +205,8 @@ static int l_tostring(lua_State *L) {
 void lib_limiter_register(lua_State *L, int t) {
   if (t < 0) t = lua_gettop(L) + t + 1;
   if (luaL_newmetatable(L, LIMITER_MT)) {
-    static const luaL_Reg methods[] = {
-        {"take", l_take}, {"peek", l_peek}, {"wait", l_wait}, {"reset", l_reset}, {"count", l_count}, {NULL, NULL}};
+    static const luaL_Reg methods[] = {{"take", l_take},   {"peek", l_peek},   {"wait", l_wait},
+                                       {"reset", l_reset}, {"count", l_count}, {NULL, NULL}};
     lua_newtable(L);
     for (const luaL_Reg *r = methods; r->name; r++) {
       lua_pushcfunction(L, r->func);

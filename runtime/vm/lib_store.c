@@ -92,7 +92,10 @@ static void on_done(const store_result_t *r, void *ud) {
   switch (kind) {
   case RES_EXEC:
     lua_pushnumber(T, (lua_Number)r->changes);
-    lua_pushnumber(T, (lua_Number)r->last_id);
+    if (r->last_id) /* the rowid this statement inserted; nil when it inserted none */
+      lua_pushnumber(T, (lua_Number)r->last_id);
+    else
+      lua_pushnil(T);
     vm_resume(co, 2);
     return;
   case RES_QUERY:

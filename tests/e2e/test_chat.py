@@ -234,6 +234,16 @@ class ChatTest(GatewayTest):
       - match: { capability: alerts.explain }
         allow: [alerts.explain]
         rate_limit: { rpm: 2 }
+      - match: { capability: ai.ask }
+        allow: [ai.ask]
+        rate_limit: { rpm: 1 }
+    """
+
+    ASK = r"""
+    return {
+      capability = "ai.ask",  -- the string form: the capability of on_message
+      on_message = function(msg) return msg:reply("asked: " .. msg.text) end,
+    }
     """
 
     CAPS = r"""
@@ -254,7 +264,8 @@ class ChatTest(GatewayTest):
     """
 
     def test_policy_rule_by_rule(self):
-        g = self.chat({"caps.lua": self.CAPS}, policy=self.POLICY, env={"OWNER_TEST_USER_ID": "42"})
+        g = self.chat({"caps.lua": self.CAPS, "ask.lua": self.ASK}, policy=self.POLICY,
+                      env={"OWNER_TEST_USER_ID": "42"})
         self.send(g, "/restart", chat_id="p1")
         self.assertEqual(self.texts(g, "p1"), ["ops is for the owner"])
         self.send(g, "/restart", chat_id="p2", user_id="42")  # the owner rule comes first
@@ -280,6 +291,12 @@ class ChatTest(GatewayTest):
         t = self.texts(g, "p7")
         self.assertEqual(t[:2], ["did explain", "did explain"])
         self.assertRegex(t[2], r"^Too many requests: try again in \d+ s\.$")
+        # each capability has its own budget: ai.ask (rpm 1) still answers in p7, once
+        self.send(g, "what now", chat_id="p7")
+        self.send(g, "and now", chat_id="p7")
+        t = self.texts(g, "p7")
+        self.assertEqual(t[3], "asked: what now")
+        self.assertRegex(t[4], r"^Too many requests: try again in \d+ s\.$")
         m = g.get("/metrics").text
         self.assertRegex(m, r'chatgw_policy_denials_total\{capability="ops.restart",reason="not_allowed"\} 1')
         self.assertRegex(m, r'chatgw_policy_denials_total\{capability="alerts.explain",reason="mention_required"\} 1')
@@ -392,6 +409,7 @@ class WsChatChannelTest(WsTestBase):
         r1 = d.req("alice", "chat.send", {"chat_id": "room3", "text": "once", "client_msg_id": "m-1"})
         r2 = d.req("alice", "chat.send", {"chat_id": "room3", "text": "once", "client_msg_id": "m-1"})
         self.assertTrue(r2["payload"]["duplicate"], r2)
+        self.assertEqual(r2["payload"]["id"], r1["payload"]["id"], "the duplicate names the first send")
         d.msg("alice", lambda m: m.get("event") == "chat.message" and m["payload"]["text"] == "heard once from alice")
 
 
@@ -427,6 +445,38 @@ class ChatgwTestCommand(unittest.TestCase):
         self.assertIn('value: expected "nope", got "echo: a"', out)
         self.assertIn("FAIL raises", out)
         self.assertTrue(out.endswith("1 passed, 2 failed\n"), out)
+
+    def test_a_stubbed_http_answer_looks_like_a_real_one(self):
+        d = __import__("tempfile").mkdtemp(prefix="chatgw-spec-")
+        self.addCleanup(__import__("shutil").rmtree, d, True)
+        os.makedirs(os.path.join(d, "handlers"))
+        os.makedirs(os.path.join(d, "tests"))
+        with open(os.path.join(d, "handlers", "w.lua"), "w") as f:
+            f.write(textwrap.dedent("""\
+                return {
+                  commands = { weather = "the weather" },
+                  on_command = function(msg)
+                    local res, err = chatgw.http.request{ url = "http://127.0.0.1:9/w" }
+                    if not res then return msg:reply("error: " .. err) end
+                    return msg:reply(res.status .. " " .. tostring(res.json and res.json.temp))
+                  end,
+                }
+                """))
+        with open(os.path.join(d, "tests", "w_spec.lua"), "w") as f:
+            f.write(textwrap.dedent("""\
+                test("json is decoded", function(t)
+                  t:stub_http("GET http://127.0.0.1:9/w", { json = { temp = 21 } })
+                  t:eq(t:chat():user():send("/weather")[1].text, "200 21")
+                end)
+                test("a text body is not", function(t)
+                  t:stub_http("GET http://127.0.0.1:9/w", { status = 503, body = "down",
+                    headers = { ["Content-Type"] = "text/plain" } })
+                  t:eq(t:chat():user():send("/weather")[1].text, "503 nil")
+                end)
+                """))
+        code, out, err = run_cli(["test", os.path.join(d, "handlers")], cwd=d)
+        self.assertEqual(code, 0, out + err)
+        self.assertTrue(out.endswith("2 passed, 0 failed\n"), out)
 
 
 if __name__ == "__main__":

@@ -65,11 +65,12 @@ local function serves(entry, msg)
   return not entry.channels or entry.channels[msg.channel] == true
 end
 
--- The rpm of the decision, per user and chat. true | false after answering.
+-- The rpm of the decision, per capability, user and chat (each capability has its own budget).
+-- A handler without a capability is open and has no rpm. true | false after answering.
 local function within_rate(msg, capability, d)
   local rpm = d.limits and d.limits.rpm
-  if not rpm or not M.rate then return true end
-  local key = concat({ msg.channel, msg.account, msg.chat.id, msg.user.id or "-" }, "|")
+  if not rpm or not M.rate or not capability then return true end
+  local key = concat({ capability, msg.channel, msg.account, msg.chat.id, msg.user.id or "-" }, "|")
   local ok, retry_ms = M.rate(key, rpm)
   if ok then return true end
   deny(capability, "rate_limited")

@@ -62,7 +62,10 @@ for _, key in ipairs({ "on_command", "on_message", "on_callback" }) do
 end
 
 loader.register_key("capability", function(v)
-  if type(v) == "string" then return v ~= "" and nil or "capability must not be empty" end
+  if type(v) == "string" then
+    if v == "" then return "capability must not be empty" end
+    return nil
+  end
   if type(v) ~= "table" then return "capability must be a string or a table command = capability, got " .. type(v) end
   for k, c in pairs(v) do
     if type(k) ~= "string" or type(c) ~= "string" or c == "" then

@@ -120,15 +120,16 @@ local function run_dispatch(row_id, msg)
 end
 
 -- An inbound message from an adapter: recorded in the ledger (nil, "duplicate" when seen), then
--- dispatched in a task of its own. Acknowledge the platform once this returns an id.
+-- dispatched in a task of its own. Acknowledge the platform once this returns an id (or
+-- "duplicate": seen before; the third value is the message id of that first delivery).
 function M.inbound(fields, platform_id)
   if type(fields) ~= "table" or not channels[fields.channel] then
     error("chat.inbound: fields.channel must be a registered channel", 2)
   end
   fields.account = fields.account or "default"
   local msg = model.new(fields, bot_username(fields.channel, fields.account))
-  local id, err = ledger.record(msg.channel, msg.account, platform_id or msg.id, model.fields(msg))
-  if not id then return nil, err end
+  local id, err, first_id = ledger.record(msg.channel, msg.account, platform_id or msg.id, model.fields(msg))
+  if not id then return nil, err, first_id end
   active = active + 1 -- counted from now on, so a waiter never sees idle before the task starts
   chatgw._spawn_task(function()
     active = active - 1
@@ -202,9 +203,23 @@ function chat.download(att, opts)
   if type(att) ~= "table" or type(att.channel) ~= "string" then
     error("chatgw.chat.download: expected an attachment of msg.attachments", 2)
   end
+  if opts ~= nil and type(opts) ~= "table" then error("chatgw.chat.download: opts must be a table", 2) end
+  opts = opts or {}
+  local max = opts.max_bytes
+  if max ~= nil and (type(max) ~= "number" or max < 1) then
+    error("chatgw.chat.download: max_bytes must be a number >= 1", 2)
+  end
   local def = channels[att.channel]
   if not def or not def.download then return nil, "unsupported: the channel cannot download attachments" end
-  return def.download(att.account or "default", att, opts or {})
+  if max and type(att.size) == "number" and att.size > max then
+    return nil, ("too_large: the attachment has %d bytes, max_bytes is %d"):format(att.size, max)
+  end
+  local bytes, err = def.download(att.account or "default", att, opts)
+  if not bytes then return nil, err end
+  if max and #bytes > max then -- the adapter should stop early; this is the guarantee
+    return nil, ("too_large: the attachment has over %d bytes (max_bytes)"):format(max)
+  end
+  return bytes
 end
 
 chatgw.chat = chat

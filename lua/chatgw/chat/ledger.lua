@@ -21,7 +21,8 @@ local in_metric = chatgw.metrics.counter{ name = "chatgw_chat_messages_in_total"
 
 M.retention_s = 24 * 3600
 
--- Returns the row id | nil, "duplicate" | nil, "db: ...". fields: the message's fields (JSON).
+-- Returns the row id | nil, "duplicate", the first delivery's message id | nil, "db: ...".
+-- fields: the message's fields (JSON).
 function M.record(channel, account, platform_id, fields)
   local t = chatgw.time()
   local n, id = chatgw.db.exec([[INSERT INTO chat_inbound (channel, account, platform_id, received_at,
@@ -30,7 +31,10 @@ function M.record(channel, account, platform_id, fields)
   if not n then return nil, id end
   if n == 0 then
     dup_metric:inc({ channel = channel, account = account })
-    return nil, "duplicate"
+    local rows = chatgw.db.query([[SELECT message FROM chat_inbound WHERE channel = ? AND account = ?
+      AND platform_id = ?]], channel, account, tostring(platform_id))
+    local first = rows and rows[1] and json.decode(rows[1].message or "{}")
+    return nil, "duplicate", type(first) == "table" and first.id or nil
   end
   in_metric:inc({ channel = channel, account = account })
   return id

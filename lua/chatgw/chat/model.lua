@@ -43,6 +43,13 @@ function M.new(f, bot_username)
     text = f.text or "", date = f.date or chatgw.time(), mentioned = f.mentioned == true,
     raw = f.raw, attachments = f.attachments or {}, edited = f.edited == true,
   }, Msg)
+  -- an attachment knows where it came from: chatgw.chat.download(att) needs nothing else
+  for _, a in ipairs(m.attachments) do
+    if type(a) == "table" then
+      a.channel = a.channel or m.channel
+      a.account = a.account or m.account
+    end
+  end
   if f.reply_to then
     local r = f.reply_to
     m.reply_to = { id = str(r.id), text = r.text, from_bot = r.from_bot == true,

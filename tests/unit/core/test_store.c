@@ -261,6 +261,19 @@ static void test_script_and_caps(store_t *s) {
   check(r.done && !r.error[0], "a script of several statements runs (%s)", r.error);
   run(s, "SELECT count(*) FROM sqlite_master WHERE name IN ('a', 'b')", 0, &r);
   check(strcmp(r.cell[0], "2") == 0, "both tables exist");
+  /* a plain statement is one statement: a second one would be skipped, so it is refused */
+  run(s, "INSERT INTO a VALUES (2); INSERT INTO a VALUES (3)", 1, &r);
+  check(strstr(r.error, "one statement per call") != NULL, "two statements in a call: %s", r.error);
+  run(s, "INSERT INTO a VALUES (4); -- done\n", 1, &r);
+  check(!r.error[0] && r.changes == 1 && r.last_id > 0,
+        "a trailing ';' and comment are fine, the insert reports its rowid (%s)", r.error);
+  run(s, "SELECT x FROM a", 1, &r);
+  check(!r.error[0] && r.changes == 0 && r.last_id == 0,
+        "a SELECT on the writer reports no changes and no rowid (%lld, %lld)", (long long)r.changes,
+        (long long)r.last_id);
+  run(s, "UPDATE a SET x = x WHERE x = 1", 1, &r);
+  check(!r.error[0] && r.changes == 1 && r.last_id == 0,
+        "an UPDATE reports its changes and no rowid (%lld)", (long long)r.last_id);
 
   store_options_t o;
   store_options_default(&o);

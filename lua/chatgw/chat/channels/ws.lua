@@ -80,12 +80,12 @@ local function m_send(conn, params)
   local user = user_of(conn)
   local mid = chatgw.crypto.hex(chatgw.crypto.random_bytes(8))
   local platform_id = params.client_msg_id and (user .. ":" .. tostring(params.client_msg_id)) or mid
-  local id, rerr = chat.inbound({ channel = "ws", account = "default", id = mid,
+  local id, rerr, first_id = chat.inbound({ channel = "ws", account = "default", id = mid,
     chat = { id = chat_id, type = "private" },
     user = { id = user, name = conn.client and conn.client.id or user },
     text = params.text, mentioned = true, raw = { conn = conn.id, params = params } }, platform_id)
   if not id then
-    if rerr == "duplicate" then return { id = platform_id, duplicate = true } end
+    if rerr == "duplicate" then return { id = first_id or platform_id, duplicate = true } end
     return nil, rerr
   end
   fan_out(chat_id, { chat_id = chat_id, id = mid, text = params.text, format = "plain",

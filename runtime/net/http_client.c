@@ -204,7 +204,12 @@ static void finish(http_xfer_t *x, CURLcode rc) {
       snprintf(msg, sizeof msg, "response larger than max_body (%zu bytes)", x->max_body);
     } else {
       code = error_code(rc);
-      snprintf(msg, sizeof msg, "%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+      /* Whether the server may have the request matters to callers that must not repeat a
+       * send (a chat message): say so when not one request was issued. */
+      long sent = 0;
+      curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &sent);
+      snprintf(msg, sizeof msg, "%s%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc),
+               sent == 0 ? " (request not sent)" : "");
     }
     set_error(x, code, msg);
   }

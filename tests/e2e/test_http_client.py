@@ -348,6 +348,7 @@ class HttpClientTest(GatewayTest):
         g = self.start_gw()
         out = self.do(g, url="http://127.0.0.1:%d/x" % refused_port())
         self.assertTrue(out["err"].startswith("connect:"), out)
+        self.assertTrue(out["err"].endswith(" (request not sent)"), out)
         self.assertLess(out["elapsed"], 2000 * SLOW)
 
     def test_slow_answer_is_timeout_error(self):
@@ -355,6 +356,7 @@ class HttpClientTest(GatewayTest):
         g = self.start_gw()
         out = self.do(g, url=self.up.url("/hang"), timeout_ms=300)
         self.assertTrue(out["err"].startswith("timeout:"), out)
+        self.assertNotIn("request not sent", out["err"])  # it was: the server may act on it
         self.assertGreaterEqual(out["elapsed"], 290)
         self.assertLess(out["elapsed"], 2000 * SLOW)
         # a streamed answer that stalls also times out, after the chunks it did send

@@ -19,6 +19,19 @@ config.register_section("chat", { type = "map", fields = {
     doc = "Answer an unknown command in a private chat (or when mentioned) with a hint." },
   ledger_retention_hours = config.int(24, 1, 720,
     "How long inbound update ids are kept to drop redeliveries (Feishu retries for about 7 h)."),
+  outbox_retention_hours = config.int(168, 1, 8760,
+    "How long delivered, failed and unknown outbox messages (and long button data) are kept; a press on a button of an older message finds no handler."),
+  pacing = { type = "boolean", default = true,
+    doc = "The governor paces sends to each platform's limits; `false` turns pacing off (a platform's 429 still freezes)." },
+  governor = { type = "dict", key_pattern = "^[a-z][a-z0-9_]*$",
+    doc = "Per channel: the governor's limits over the adapter's defaults (Telegram: 1/s per chat, burst 3, 20/min per group, 30/s per bot; Feishu: 5/s per chat, 50/s per app).",
+    values = { type = "map", fields = {
+      chat_rate = { type = "number", min = 0.001, max = 100000, doc = "Messages per second to one chat." },
+      chat_burst = { type = "integer", min = 1, max = 100000, doc = "Messages to one chat at once after a pause." },
+      group_per_minute = { type = "integer", min = 1, max = 100000, doc = "Messages per minute to one group chat." },
+      bot_rate = { type = "number", min = 0.001, max = 100000, doc = "Messages per second of the bot, all chats together." },
+      bot_burst = { type = "integer", min = 2, max = 100000, doc = "Messages of the bot at once after a pause." },
+    } } },
 } })
 
 return {}

@@ -16,6 +16,8 @@ require "chatgw.chat.store"
 local handlers = require "chatgw.chat.handlers"
 local model = require "chatgw.chat.model"
 local outbox = require "chatgw.chat.outbox"
+local sender = require "chatgw.chat.sender"
+local governor = require "chatgw.chat.governor"
 local ledger = require "chatgw.chat.ledger"
 local dispatch = require "chatgw.chat.dispatch"
 local allowlist = require "chatgw.chat.allowlist"
@@ -41,8 +43,11 @@ local states = chatgw.shared("chatgw.channels") -- "<channel>:<account>" -> JSON
 local senders = {} -- "<channel>:<account>" -> the supervised sender's handle (this state)
 
 -- def: { name, accounts = fn() -> { {name = "default"}, ... }, deliver(account, op), typing?(account,
--- chat_id), download?(account, att, opts), bot_username?(account), capabilities = { edit, delete,
--- buttons, images }, limits = { button_data_max, text_max }, idempotent_sends?, lock?, start?(account) }
+-- chat_id), download?(account, att, opts), bot_username?(account), is_group?(chat_id),
+-- capabilities = { edit, delete, buttons, images }, limits = { button_data_max, text_max,
+-- text_unit = "utf16"|"codepoints"|"bytes" }, governor = { chat_rate, chat_burst,
+-- group_per_minute, bot_rate, bot_burst } (the platform's limits), idempotent_sends?,
+-- lock? (default true: one sender per account across processes), start?(account) }
 function M.register_channel(def)
   assert(type(def) == "table" and type(def.name) == "string" and type(def.deliver) == "function",
     "register_channel{ name, deliver, ... }")
@@ -128,10 +133,12 @@ function M.inbound(fields, platform_id)
   end
   fields.account = fields.account or "default"
   local msg = model.new(fields, bot_username(fields.channel, fields.account))
+  if msg.chat.id then governor.get(channels[msg.channel], msg.account):back(msg.chat.id) end
   local id, err, first_id = ledger.record(msg.channel, msg.account, platform_id or msg.id, model.fields(msg))
   if not id then return nil, err, first_id end
   active = active + 1 -- counted from now on, so a waiter never sees idle before the task starts
   chatgw._spawn_task(function()
+    if M.test_dispatch_delay_ms then chatgw.sleep(M.test_dispatch_delay_ms) end
     active = active - 1
     run_dispatch(id, msg)
   end)
@@ -263,7 +270,15 @@ function M.install(runtime)
     allowlist.configure(cfg.chat)
     texts.configure(cfg.chat.language)
     ledger.retention_s = cfg.chat.ledger_retention_hours * 3600
+    M.outbox_retention_s = cfg.chat.outbox_retention_hours * 3600
+    governor.pacing = cfg.chat.pacing
+    governor.overrides = cfg.chat.governor or {}
+    governor.reset()
     dispatch.rate = rate_limiter()
+    -- tests only (with the test channel): a pause between the ledger and dispatch, to kill the
+    -- process in between
+    local delay = tonumber(os.getenv("CHATGW_TEST_DISPATCH_DELAY_MS") or "")
+    M.test_dispatch_delay_ms = delay and os.getenv("CHATGW_TEST_CHANNEL") == "1" and delay or nil
     return nil
   end)
   R.register_start("chat", function()
@@ -272,18 +287,39 @@ function M.install(runtime)
       for _, a in ipairs(accounts_of(def)) do
         local acct = a.name
         senders[name .. ":" .. acct] = supervisor.internal{ name = ("outbox.%s.%s"):format(name, acct),
-          module = "chat", lock = def.lock and ("outbox-%s-%s"):format(name, acct) or nil,
+          module = "chat", lock = def.lock ~= false and ("outbox-%s-%s"):format(name, acct) or nil,
           run = function()
             replay(name, acct)
-            outbox.sender(def, acct)
+            return sender.run(def, acct)
           end }
         if def.start then def.start(acct) end
       end
     end
-    chatgw.every(600000, function() ledger.prune() end)
+    chatgw.every(600000, function()
+      ledger.prune()
+      outbox.prune(M.outbox_retention_s or 7 * 86400)
+    end)
     return true
   end)
   R.register_health("channels", channel_health)
+  -- A stop lets deliveries in flight finish (within the drain time): a message whose request
+  -- is out gets its answer recorded instead of becoming unknown. Queued ones wait for the next
+  -- start; running handlers finish on their own (they are tasks) while the drain lasts.
+  local shutdown = R.shutdown
+  R.shutdown = function(...)
+    shutdown(...)
+    local cfg = chatgw.config
+    local limit = cfg and cfg.shutdown and cfg.shutdown.drain_timeout_ms or 10000
+    local deadline = chatgw.now() + limit
+    while (sender.inflight() > 0 or active > 0) and chatgw.now() < deadline do
+      local _, err = chatgw._wait("chat:idle", 20)
+      if err then break end
+    end
+    if sender.inflight() > 0 then
+      chatgw.log.warn("stopping with outbox deliveries in flight (their outcome is unknown)",
+        { deliveries = sender.inflight() })
+    end
+  end
 end
 
 M.texts = texts

@@ -125,15 +125,13 @@ function Msg:reply(x)
   return outbox.accept{ channel = self.channel, account = self.account, chat_id = self.chat.id,
     text = limited(self, o.text), format = o.format, buttons = o.buttons, image = o.image,
     image_bytes = o.image_bytes, caption = limited(self, o.caption), reply_to = quote and self.id or nil,
-    handler = self._handler, origin = "reply" }
+    handler = self._handler, origin = "reply", group = self.chat.type == "group" }
 end
 
--- A chat action; best effort, never queued behind messages.
+-- A chat action: sent when the governor has room (never before a message), else dropped;
+-- never queued. true when it was sent.
 function Msg:typing()
-  local def = M.channel_def and M.channel_def(self.channel)
-  if not def or not def.typing then return false end
-  chatgw.spawn(function() pcall(def.typing, self.account, self.chat.id) end)
-  return true
+  return outbox.typing(self.channel, self.account, self.chat.id, self.chat.type == "group")
 end
 
 -- ---- streaming replies ----
@@ -177,7 +175,7 @@ function Stream:finish(text)
   if self.text == "" then return nil end
   local final = limited(self.msg, self.text)
   if self.handle then
-    local _, err = self.handle:edit(final)
+    local _, err = self.handle:edit(final, { final = true }) -- a message's priority
     if err then return nil, err end
     return self.handle
   end
@@ -215,7 +213,8 @@ function Callback:reply(x)
   local o = M.reply_opts(x, "cb:reply")
   return outbox.accept{ channel = self.channel, account = self.account, chat_id = self.chat.id,
     text = o.text, format = o.format, buttons = o.buttons, image = o.image, image_bytes = o.image_bytes,
-    caption = o.caption, handler = self._handler, origin = "reply" }
+    caption = o.caption, handler = self._handler, origin = "reply",
+    group = self.chat and self.chat.type == "group" }
 end
 
 return M

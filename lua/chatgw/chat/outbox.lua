@@ -1,38 +1,29 @@
 -- chatgw.chat.outbox: every outbound message goes through here. A message (send, edit,
--- delete) is written to chat_outbox before the caller gets its handle; one sender per channel
--- account delivers the rows: in acceptance order per chat, several chats at once, through the
--- channel adapter's deliver(). Statuses: queued -> sending -> delivered | failed | unknown.
+-- delete) is written to chat_outbox before the caller gets its handle; the sender of its
+-- channel account (chat/sender.lua) delivers it. Statuses: queued -> sending -> delivered |
+-- failed | unknown.
 --
 --   local h = outbox.accept{ channel = , account = , chat_id = , text = , ... }  -- a handle
 --   h.id; h:status(); h:wait(ms); h:edit(text); h:delete()
+--   outbox.typing(channel, account, chat_id, is_group)  -- a chat action, if the governor lets it
 --
--- Deliveries run as runtime tasks (chatgw._spawn_task): a reload does not cancel one half way,
--- and the new state's sender leaves rows alone that a task of this process is still sending
--- (chatgw.shared "chatgw.outbox.inflight"). A row left in "sending" by a process that died is
--- an unknown outcome: resent when the channel dedupes sends (Feishu's uuid), else marked
--- unknown and never sent twice.
---
--- Adapter contract (chat.register_channel): deliver(account, op) -> result, where op is
---   { id, kind = "send"|"edit"|"delete", chat_id, body = {...}, target_message_id, uuid, attempt }
--- and result is { ok = true, message_id = "..", message_ids = {..} } or
---   { ok = false, kind = "permanent"|"retry"|"unknown"|"rate_limited", error = "...",
---     retry_after = seconds (rate_limited) }.
+-- Priorities (the governor serves the more important first when a bot is at its limit): 0 for
+-- messages and a stream's final edit, 1 for interim edits and deletions; typing is never queued.
 local chatgw = chatgw
 local json = require "chatgw.json"
 
-local type, tostring, pairs, ipairs, pcall, min, max = type, tostring, pairs, ipairs, pcall, math.min, math.max
+local governor = require "chatgw.chat.governor"
+
+local type, tostring, pairs, ipairs, pcall = type, tostring, pairs, ipairs, pcall
 
 local M = {}
 
 local FINAL = { delivered = true, failed = true, unknown = true }
-local MAX_ATTEMPTS = 8
-local BACKOFF_S = { 1, 2, 5, 10, 30 }
+M.FINAL = FINAL
 
 local channels -- name -> def (set by chat/init.lua through M.bind)
-local inflight = chatgw.shared("chatgw.outbox.inflight") -- row id -> 1 while a task sends it
-local metric_out = chatgw.metrics.counter{ name = "chatgw_chat_messages_out_total",
-  help = "Outbound chat messages by final result (delivered, failed, unknown)",
-  labels = { "channel", "account", "result" } }
+local typing_metric = chatgw.metrics.counter{ name = "chatgw_chat_typing_total",
+  help = "Chat actions (typing), sent or dropped by the governor", labels = { "channel", "result" } }
 
 function M.bind(channel_table) channels = channel_table end
 
@@ -99,8 +90,19 @@ function M.button_data(data)
   return data
 end
 
+-- Whether a chat is a group (the governor's per-group limit): from the message replied to, else
+-- from the adapter (Telegram: a negative chat id).
+local function is_group(def, chat_id, given)
+  if given ~= nil then return given == true end
+  if def.is_group then
+    local ok, g = pcall(def.is_group, chat_id)
+    return ok and g == true
+  end
+  return false
+end
+
 -- spec: channel, account, chat_id, text, format, buttons, reply_to (a platform message id),
--- image (path), image_bytes, caption, handler, origin. Returns a handle | nil, err.
+-- image (path), image_bytes, caption, handler, origin, group. Returns a handle | nil, err.
 function M.accept(spec)
   local def = channels and channels[spec.channel]
   if not def then return nil, "unknown_channel: no channel '" .. tostring(spec.channel) .. "'" end
@@ -118,10 +120,10 @@ function M.accept(spec)
   end
   local t = now()
   local n, id = chatgw.db.exec([[INSERT INTO chat_outbox (channel, account, chat_id, kind, body,
-      status, priority, created_at, updated_at, uuid, handler, origin)
-    VALUES (?, ?, ?, 'send', ?, 'queued', 0, ?, ?, ?, ?, ?)]],
-    spec.channel, spec.account, spec.chat_id, json.encode(body), t, t, uuid(), spec.handler,
-    spec.origin or "send")
+      status, priority, grp, created_at, updated_at, uuid, handler, origin)
+    VALUES (?, ?, ?, 'send', ?, 'queued', 0, ?, ?, ?, ?, ?, ?)]],
+    spec.channel, spec.account, spec.chat_id, json.encode(body),
+    is_group(def, spec.chat_id, spec.group) and 1 or 0, t, t, uuid(), spec.handler, spec.origin or "send")
   if not n then return nil, id end
   wake_sender(spec.channel, spec.account)
   return handle(id, spec.channel, spec.account, spec.chat_id)
@@ -163,44 +165,64 @@ end
 
 -- Replaces the text of the message. Pending edits of one message coalesce (the latest wins),
 -- an edit of a message not sent yet changes it before it is sent, and an unchanged text is not
--- sent at all. Returns a handle for the edit (or the message itself when coalesced).
+-- sent at all (the sender also skips it when the message already shows it). opts: format,
+-- buttons, final (a stream's last edit: sent with a message's priority). Returns a handle for
+-- the edit (or the message itself when it changed before being sent).
 function Handle:edit(text, opts)
   if type(text) ~= "string" then error("handle:edit: text must be a string, got " .. type(text), 2) end
+  if opts ~= nil and type(opts) ~= "table" then error("handle:edit: opts must be a table", 2) end
+  opts = opts or {}
+  local def = channels and channels[self.channel]
+  local buttons
+  if opts.buttons then
+    local b, berr = store_buttons(opts.buttons, def and def.limits and def.limits.button_data_max)
+    if not b then return nil, berr end
+    buttons = b
+  end
   local id, result = self.id, nil
+  local prio = opts.final and 0 or 1
   local fine, ok, err = pcall(chatgw.db.tx, function(tx)
-    local rows = assert(tx:query("SELECT status, kind, body FROM chat_outbox WHERE id = ?", id))
-    local target = rows[1]
+    local q = "SELECT status, kind, ref, body, grp FROM chat_outbox WHERE id = ?"
+    local target = assert(tx:query(q, id))[1]
+    if target and target.kind == "edit" and target.ref then -- the handle of an edit: the message
+      id = target.ref
+      target = assert(tx:query(q, id))[1]
+    end
     if not target then error("not_found: no outbox message " .. tostring(id), 0) end
+    if target.kind ~= "send" then error("invalid_request: only a message can be edited", 0) end
     local body = json.decode(target.body) or {}
-    if target.status == "queued" then -- not sent yet: send the new text instead
+    -- inside the transaction the sender cannot take the row: still queued means not sent yet
+    if target.status == "queued" then
       body.text = text
-      if opts and opts.format then body.format = opts.format end
-      if opts and opts.buttons then body.buttons = opts.buttons end
+      if opts.format then body.format = opts.format end
+      if buttons then body.buttons = buttons end
       assert(tx:exec("UPDATE chat_outbox SET body = ?, updated_at = ? WHERE id = ?", json.encode(body), now(), id))
-      result = self
+      result = handle(id, self.channel, self.account, self.chat_id)
       return
     end
     if target.status == "failed" then error("failed: the message was not delivered", 0) end
-    local pending = assert(tx:query([[SELECT id, body FROM chat_outbox WHERE ref = ? AND kind = 'edit'
+    local pending = assert(tx:query([[SELECT id, body, priority FROM chat_outbox WHERE ref = ? AND kind = 'edit'
       AND status = 'queued' ORDER BY id DESC LIMIT 1]], id))[1]
-    if pending then
+    if pending then -- coalesce: the latest text wins, the highest priority stays
       local pb = json.decode(pending.body) or {}
       pb.text = text
-      if opts and opts.format then pb.format = opts.format end
-      assert(tx:exec("UPDATE chat_outbox SET body = ?, updated_at = ? WHERE id = ?", json.encode(pb), now(), pending.id))
+      if opts.format then pb.format = opts.format end
+      if buttons then pb.buttons = buttons end
+      assert(tx:exec("UPDATE chat_outbox SET body = ?, priority = ?, updated_at = ? WHERE id = ?", json.encode(pb),
+        pending.priority < prio and pending.priority or prio, now(), pending.id))
       result = handle(pending.id, self.channel, self.account, self.chat_id)
       return
     end
-    if body.text == text and not (opts and (opts.format or opts.buttons)) then
-      result = self -- unchanged: nothing to send
+    if target.status == "delivered" and body.text == text and not opts.format and not buttons then
+      result = handle(id, self.channel, self.account, self.chat_id) -- unchanged: nothing to send
       return
     end
-    local eb = { text = text, format = opts and opts.format or body.format, buttons = opts and opts.buttons }
+    local eb = { text = text, format = opts.format or body.format, buttons = buttons }
     local t = now()
     local n, eid = tx:exec([[INSERT INTO chat_outbox (channel, account, chat_id, kind, ref, body,
-        status, priority, created_at, updated_at, uuid, origin)
-      VALUES (?, ?, ?, 'edit', ?, ?, 'queued', 1, ?, ?, ?, 'edit')]],
-      self.channel, self.account, self.chat_id, id, json.encode(eb), t, t, uuid())
+        status, priority, grp, created_at, updated_at, uuid, origin)
+      VALUES (?, ?, ?, 'edit', ?, ?, 'queued', ?, ?, ?, ?, ?, 'edit')]],
+      self.channel, self.account, self.chat_id, id, json.encode(eb), prio, target.grp, t, t, uuid())
     assert(n, eid)
     result = handle(eid, self.channel, self.account, self.chat_id)
   end)
@@ -211,11 +233,20 @@ function Handle:edit(text, opts)
 end
 
 function Handle:delete()
+  local target_id = self.id
+  local rows, qerr = chatgw.db.query("SELECT kind, ref, grp FROM chat_outbox WHERE id = ?", target_id)
+  if rows and rows[1] and rows[1].kind == "edit" and rows[1].ref then -- the handle of an edit
+    target_id = rows[1].ref
+    rows, qerr = chatgw.db.query("SELECT kind, ref, grp FROM chat_outbox WHERE id = ?", target_id)
+  end
+  if not rows then return nil, qerr end
+  if not rows[1] then return nil, "not_found: no outbox message " .. tostring(self.id) end
+  if rows[1].kind ~= "send" then return nil, "invalid_request: only a message can be deleted" end
   local t = now()
   local n, id = chatgw.db.exec([[INSERT INTO chat_outbox (channel, account, chat_id, kind, ref, body,
-      status, priority, created_at, updated_at, uuid, origin)
-    VALUES (?, ?, ?, 'delete', ?, '{}', 'queued', 1, ?, ?, ?, 'delete')]],
-    self.channel, self.account, self.chat_id, self.id, t, t, uuid())
+      status, priority, grp, created_at, updated_at, uuid, origin)
+    VALUES (?, ?, ?, 'delete', ?, '{}', 'queued', 1, ?, ?, ?, ?, 'delete')]],
+    self.channel, self.account, self.chat_id, target_id, rows[1].grp, t, t, uuid())
   if not n then return nil, id end
   wake_sender(self.channel, self.account)
   return handle(id, self.channel, self.account, self.chat_id)
@@ -231,136 +262,16 @@ function M.find_by_message(channel, account, chat_id, message_id)
   return rows and rows[1] or nil
 end
 
--- ---- delivery ----
-
-local function finish(row, status, fields)
-  local t = now()
-  local ok, err = chatgw.db.exec([[UPDATE chat_outbox SET status = ?, updated_at = ?, message_id = ?,
-      message_ids = ?, error = ?, next_at = ? WHERE id = ?]],
-    status, t, fields.message_id, fields.message_ids and json.encode(fields.message_ids) or nil,
-    fields.error, fields.next_at or 0, row.id)
-  if not ok then chatgw.log.error("outbox: cannot record a delivery result", { id = row.id, error = err }) end
-  if FINAL[status] then
-    metric_out:inc({ channel = row.channel, account = row.account, result = status })
-    chatgw._notify("outbox:" .. row.id)
-  end
-end
-
--- The platform id of the message an edit or delete changes; nil, why when it has none.
-local function target_of(row)
-  if not row.ref then return nil, "no target" end
-  local t = load_row(row.ref)
-  if not t then return nil, "the message it changes does not exist" end
-  if t.status ~= "delivered" then return nil, "the message it changes was not delivered (" .. t.status .. ")" end
-  return t.message_id, t
-end
-
-local function deliver_one(def, account, row)
-  local id = row.id
-  inflight:set(tostring(id), 1, 600000)
-  local t = now()
-  local ok, err = chatgw.db.exec([[UPDATE chat_outbox SET status = 'sending', attempts = attempts + 1,
-    updated_at = ? WHERE id = ?]], t, id)
-  if not ok then
-    inflight:delete(tostring(id))
-    chatgw.log.error("outbox: cannot mark a message as sending", { id = id, error = err })
-    return
-  end
-  local op = { id = id, kind = row.kind, chat_id = row.chat_id, body = json.decode(row.body) or {},
-               uuid = row.uuid, attempt = (row.attempts or 0) + 1 }
-  local target
-  if row.kind ~= "send" then
-    op.target_message_id, target = target_of(row)
-    if not op.target_message_id then
-      finish(row, "failed", { error = "failed: " .. tostring(target) })
-      inflight:delete(tostring(id))
-      return
-    end
-  end
-  local fine, res = pcall(def.deliver, account, op)
-  if not fine then res = { ok = false, kind = "retry", error = "adapter error: " .. tostring(res) } end
-  if type(res) ~= "table" then res = { ok = false, kind = "retry", error = "adapter returned " .. type(res) } end
-  if res.ok then
-    finish(row, "delivered", { message_id = res.message_id and tostring(res.message_id) or nil,
-                               message_ids = res.message_ids })
-    if row.kind == "edit" and type(target) == "table" then -- the message now shows this text
-      local tb = json.decode(target.body) or {}
-      tb.text = op.body.text
-      chatgw.db.exec("UPDATE chat_outbox SET body = ? WHERE id = ?", json.encode(tb), target.id)
-    end
-  elseif res.kind == "permanent" then
-    chatgw.log.warn("outbox: message failed", { channel = row.channel, account = account,
-      chat_id = row.chat_id, id = id, error = res.error })
-    finish(row, "failed", { error = res.error })
-  elseif res.kind == "unknown" then
-    finish(row, "unknown", { error = res.error })
-  elseif (row.attempts or 0) + 1 >= MAX_ATTEMPTS then
-    finish(row, "failed", { error = "failed after " .. MAX_ATTEMPTS .. " attempts: " .. tostring(res.error) })
-  else
-    local wait = res.kind == "rate_limited" and (res.retry_after or 1)
-      or BACKOFF_S[min((row.attempts or 0) + 1, #BACKOFF_S)]
-    finish(row, "queued", { error = res.error, next_at = now() + wait })
-  end
-  inflight:delete(tostring(id))
-end
-
--- A row found in "sending" that no task of this process is sending: its process died after the
--- request may have gone out.
-local function recover(def, account, row)
-  if def.idempotent_sends then -- the platform dedupes by uuid: sending again is safe
-    chatgw.db.exec("UPDATE chat_outbox SET status = 'queued', updated_at = ? WHERE id = ?", now(), row.id)
-  else
-    chatgw.log.warn("outbox: outcome unknown after a restart (not sent again)",
-      { channel = row.channel, account = account, chat_id = row.chat_id, id = row.id })
-    finish(row, "unknown", { error = "unknown: the process stopped while sending" })
-  end
-end
-
--- The sender of one channel account: a supervised loop.
-function M.sender(def, account)
-  local channel = def.name
-  local key = "outbox:" .. channel .. ":" .. account
-  local busy, ninflight = {}, 0
-  local max_inflight = def.max_inflight or 16
-  while true do
-    local rows, err = chatgw.db.query([[SELECT id, channel, account, chat_id, kind, ref, body, status,
-        attempts, next_at, uuid FROM chat_outbox
-      WHERE channel = ? AND account = ? AND status IN ('queued', 'sending') ORDER BY id LIMIT 500]],
-      channel, account)
-    if not rows then
-      if tostring(err):find("^cancelled") then return end
-      chatgw.log.error("outbox: cannot read pending messages", { channel = channel, account = account, error = err })
-      local _, serr = chatgw.sleep(1000)
-      if serr then return end
-    else
-      local t, next_due, seen = now(), nil, {}
-      for _, r in ipairs(rows) do
-        if not seen[r.chat_id] then
-          seen[r.chat_id] = true -- only the first pending row of a chat may go (order)
-          if busy[r.chat_id] or inflight:get(tostring(r.id)) then
-            -- being sent by a task (of this state or the one before a reload)
-          elseif r.status == "sending" then
-            recover(def, account, r)
-          elseif r.next_at > t then
-            next_due = next_due and min(next_due, r.next_at) or r.next_at
-          elseif ninflight < max_inflight then
-            busy[r.chat_id] = true
-            ninflight = ninflight + 1
-            chatgw._spawn_task(function()
-              local ok, e = pcall(deliver_one, def, account, r)
-              if not ok then chatgw.log.error("outbox: delivery failed", { id = r.id, error = tostring(e) }) end
-              busy[r.chat_id] = nil
-              ninflight = ninflight - 1
-              chatgw._notify(key)
-            end)
-          end
-        end
-      end
-      local wait_ms = next_due and max(1, (next_due - t) * 1000) or 5000
-      local _, werr = chatgw._wait(key, wait_ms)
-      if werr then return end
-    end
-  end
+-- A chat action (typing): sent now if the governor lets it, else dropped; never queued
+-- behind messages, never in the store. true when it was sent.
+function M.typing(channel, account, chat_id, group)
+  local def = channels and channels[channel]
+  if not def or not def.typing then return false end
+  local ok = governor.get(def, account):admit(chat_id, group, "typing")
+  typing_metric:inc({ channel = channel, result = ok and "sent" or "dropped" })
+  if not ok then return false end
+  chatgw.spawn(function() pcall(def.typing, account, tostring(chat_id)) end)
+  return true
 end
 
 -- Rows of this account not yet final (for health and metrics).
@@ -368,6 +279,15 @@ function M.depth(channel, account)
   local rows = chatgw.db.query([[SELECT count(*) AS n FROM chat_outbox WHERE channel = ? AND account = ?
     AND status IN ('queued', 'sending')]], channel, account)
   return rows and rows[1] and rows[1].n or 0
+end
+
+-- Forgets what is older than the retention: final outbox rows (a press on a button of a
+-- message older than that no longer finds its handler) and long button data.
+function M.prune(retention_s)
+  local cutoff = now() - retention_s
+  chatgw.db.exec([[DELETE FROM chat_outbox WHERE status IN ('delivered', 'failed', 'unknown')
+    AND updated_at < ?]], cutoff)
+  chatgw.db.exec("DELETE FROM chat_buttons WHERE created_at < ?", cutoff)
 end
 
 return M

@@ -3,13 +3,16 @@
 --
 --   chat_inbound    the durable inbound ledger: one row per platform update, recorded before the
 --                   platform is acknowledged; state recorded -> dispatched
---   chat_outbox     every outbound message, edit, delete and chat action, written before the
---                   caller gets its handle; status queued -> sending -> delivered | failed |
---                   unknown
+--   chat_outbox     every outbound message, edit and deletion, written before the caller gets
+--                   its handle; status queued -> sending -> delivered | failed | unknown;
+--                   grp: sent to a group chat (the governor's group limit); retries: failed
+--                   attempts that count toward giving up; parts_done: parts of a long text
+--                   delivered so far
 --   chat_blobs      image bytes of accepted replies (a handler may delete its file at once)
 --   chat_buttons    button data too long for a platform, behind a short key
 --   chat_allowlist  the chats allowed to use a bot (allowlist modes owner_only and auth)
---   chat_state      small per-account values (offsets, modes) that must survive restarts
+--   chat_state      small values that must survive restarts: offsets, the governor's freezes
+--                   ("frozen:<channel>:<account>:<chat|*>") and gone chats ("gone:...")
 local dbmod = require "chatgw.db"
 
 dbmod.register("chatgw.chat", {
@@ -31,7 +34,10 @@ dbmod.register("chatgw.chat", {
     body TEXT NOT NULL,
     status TEXT NOT NULL,
     priority INTEGER NOT NULL,
+    grp INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    parts_done INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,

@@ -28,7 +28,43 @@ local function blob(id)
   return rows and rows[1] and rows[1].bytes or nil
 end
 
+-- CHATGW_TEST_CHANNEL_SINK=http://127.0.0.1:PORT (tests only): every delivery is also a POST
+-- to <sink>/deliver, and the sink's answer is the platform's: 200 {"ok":true,"message_id"} ok;
+-- 429 {"retry_after","scope"} rate limited; 400 with an error mentioning "parse" bad format,
+-- other 4xx permanent (403: the bot is gone from the chat); 5xx and connection errors retry;
+-- a timeout or reset after the request went out is an unknown outcome.
+local SINK = os.getenv("CHATGW_TEST_CHANNEL_SINK")
+local SINK_TIMEOUT_MS = tonumber(os.getenv("CHATGW_TEST_CHANNEL_SINK_TIMEOUT_MS") or "") or 2000
+local INSTANCE = os.getenv("CHATGW_TEST_INSTANCE") -- names the process in what the sink sees
+
+local function sink_deliver(account, op)
+  local b = op.body
+  local res, err = chatgw.http.request{ method = "POST", url = SINK .. "/deliver", timeout_ms = SINK_TIMEOUT_MS,
+    json = { account = account, op = op.kind, chat_id = op.chat_id, text = b.text, format = b.format,
+             reply_to = b.reply_to, message_id = op.target_message_id, uuid = op.uuid, attempt = op.attempt,
+             part = op.part, parts = op.parts, outbox_id = op.id, instance = INSTANCE } }
+  if not res then
+    if err:find("(request not sent)", 1, true) then return { ok = false, kind = "retry", error = "test sink: " .. err } end
+    return { ok = false, kind = "unknown", error = "test sink: " .. err }
+  end
+  local j = type(res.json) == "table" and res.json or {}
+  local desc = type(j.error) == "string" and j.error or ("HTTP " .. res.status)
+  if res.status == 200 and j.ok then return { ok = true, message_id = j.message_id and tostring(j.message_id) } end
+  if res.status == 429 then
+    return { ok = false, kind = "rate_limited", retry_after = tonumber(j.retry_after) or 1,
+             scope = j.scope == "bot" and "bot" or "chat", error = desc }
+  end
+  if res.status >= 500 then return { ok = false, kind = "retry", error = desc } end
+  if res.status == 400 and desc:find("parse") then return { ok = false, kind = "bad_format", error = desc } end
+  return { ok = false, kind = "permanent", error = desc, gone = res.status == 403 }
+end
+
 local function deliver(account, op)
+  if SINK then
+    local r = sink_deliver(account, op)
+    if not r.ok then return r end
+    if r.message_id then op.sink_message_id = r.message_id end
+  end
   for i, f in ipairs(failures) do
     if not f.chat_id or f.chat_id == op.chat_id then
       table.remove(failures, i)
@@ -37,7 +73,7 @@ local function deliver(account, op)
   end
   local b = op.body
   if op.kind == "send" then
-    local r = { id = new_id(), chat_id = op.chat_id, text = b.text, format = b.format, buttons = b.buttons,
+    local r = { id = op.sink_message_id or new_id(), chat_id = op.chat_id, text = b.text, format = b.format, buttons = b.buttons,
                 reply_to = b.reply_to, caption = b.caption, image = blob(b.image_blob), edits = {},
                 outbox_id = op.id, account = account }
     sent[op.chat_id] = sent[op.chat_id] or {}
@@ -65,7 +101,11 @@ M.def = {
   download = function(account, att) return att.bytes or nil, att.bytes and nil or "test: no bytes" end,
   bot_username = function() return M.BOT_USERNAME end,
   capabilities = { edit = true, delete = true, buttons = true, images = true },
-  limits = { button_data_max = 64, text_max = 4096 },
+  -- like Telegram's: 4096 UTF-16 code units; pacing only when chat.governor.test says
+  limits = { button_data_max = 64, text_max = 4096, text_unit = "utf16" },
+  is_group = function(chat_id) return tostring(chat_id):sub(1, 1) == "-" end,
+  -- CHATGW_TEST_CHANNEL_IDEMPOTENT=1: behave like Feishu, which dedupes sends by uuid
+  idempotent_sends = os.getenv("CHATGW_TEST_CHANNEL_IDEMPOTENT") == "1",
 }
 
 -- ---- for specs and tests ----

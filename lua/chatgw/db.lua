@@ -4,6 +4,7 @@
 --
 --   chatgw.db.exec(sql, ...)     -> changes, last_id | nil, "db: ..." | nil, "busy: ..."
 --   chatgw.db.query(sql, ...)    -> { {col = value, ...}, ... } | nil, err
+--   chatgw.db.write_query(sql, ...) -> rows of a write's RETURNING clause (on the writer)
 --   chatgw.db.tx(function(tx) ... end) -> what the function returns | nil, err
 --       tx:exec / tx:query as above; nothing else may wait inside (it raises), an error raised
 --       inside rolls the transaction back and is raised again
@@ -24,6 +25,7 @@ local db = {}
 
 function db.exec(sql, ...) return C.exec(nil, sql, ...) end
 function db.query(sql, ...) return C.query(nil, sql, ...) end
+function db.write_query(sql, ...) return C.write_query(nil, sql, ...) end
 db.blob = C.blob
 function db.available() return C.available() end
 

@@ -2,6 +2,7 @@
  *
  *   _db.exec(tx, sql, ...)    -> changes, last_id | nil, "db: ..." | nil, "busy: ..."
  *   _db.query(tx, sql, ...)   -> rows (array of {column = value}) | nil, err
+ *   _db.write_query(tx, sql, ...) -> rows, on the writer (a write with RETURNING)
  *   _db.script(tx, sql)       -> true | nil, err   (several statements, no parameters)
  *   _db.tx_begin()            -> tx id (once the writer is reserved) | nil, err
  *   _db.tx_end(tx, commit)    -> true | nil, err   (a rollback does not wait)
@@ -286,6 +287,11 @@ static int l_query(lua_State *L) {
   return run_stmt(L, "chatgw.db.query", !lua_isnil(L, 1), 0, RES_QUERY);
 }
 
+/* A write whose rows come back (INSERT/UPDATE/DELETE ... RETURNING): runs on the writer. */
+static int l_write_query(lua_State *L) {
+  return run_stmt(L, "chatgw.db.write_query", 1, 0, RES_QUERY);
+}
+
 static int l_script(lua_State *L) {
   return run_stmt(L, "chatgw.db.script", 1, 1, RES_OK);
 }
@@ -373,10 +379,16 @@ void lib_store_register(lua_State *L, int t, lib_host_t *host) {
   if (t < 0 && t > LUA_REGISTRYINDEX) t = lua_gettop(L) + t + 1;
   luaL_newmetatable(L, BLOB_MT);
   lua_pop(L, 1);
-  static const luaL_Reg fns[] = {
-      {"exec", l_exec},         {"query", l_query},         {"script", l_script},
-      {"tx_begin", l_tx_begin}, {"tx_end", l_tx_end},       {"restrict", l_restrict},
-      {"blob", l_blob},         {"available", l_available}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"exec", l_exec},
+                                 {"query", l_query},
+                                 {"write_query", l_write_query},
+                                 {"script", l_script},
+                                 {"tx_begin", l_tx_begin},
+                                 {"tx_end", l_tx_end},
+                                 {"restrict", l_restrict},
+                                 {"blob", l_blob},
+                                 {"available", l_available},
+                                 {NULL, NULL}};
   lua_newtable(L);
   for (const luaL_Reg *r = fns; r->name; r++) {
     lua_pushlightuserdata(L, host);

@@ -33,7 +33,13 @@ local function uuid()
   return chatgw.crypto.hex(chatgw.crypto.random_bytes(16))
 end
 
-local function wake_sender(channel, account) chatgw._notify("outbox:" .. channel .. ":" .. account) end
+local seq_dict = chatgw.shared("chatgw.outbox.seq") -- sender key -> rows accepted: it reads new rows when this moves
+
+local function wake_sender(channel, account)
+  local key = "outbox:" .. channel .. ":" .. account
+  seq_dict:incr(key, 1, 0)
+  chatgw._notify(key)
+end
 
 -- ---- accept ----
 
@@ -288,6 +294,7 @@ function M.prune(retention_s)
   chatgw.db.exec([[DELETE FROM chat_outbox WHERE status IN ('delivered', 'failed', 'unknown')
     AND updated_at < ?]], cutoff)
   chatgw.db.exec("DELETE FROM chat_buttons WHERE created_at < ?", cutoff)
+  chatgw.db.exec("DELETE FROM chat_blobs WHERE created_at < ?", cutoff) -- of messages long gone
 end
 
 return M

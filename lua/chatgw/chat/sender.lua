@@ -40,9 +40,10 @@ local M = {}
 M.MAX_RETRIES = 10       -- failed attempts (5xx, connection errors) before a message fails
 M.BACKOFF_CAP_S = 60
 M.IDLE_MS = 1000         -- a pass at least this often: rows written by another process
-local SCAN = 1000
+M.MAX_VIEW = 50000       -- pending rows the sender keeps in view; later ones wait their turn
 
 local inflight = chatgw.shared("chatgw.outbox.inflight") -- row id -> 1 while a task sends it
+local seq_dict = chatgw.shared("chatgw.outbox.seq")     -- sender key -> rows accepted (a counter)
 local logged = chatgw.shared("chatgw.outbox.logged")     -- permanent errors already logged
 
 local metric_out = chatgw.metrics.counter{ name = "chatgw_chat_messages_out_total",
@@ -66,14 +67,18 @@ local function now() return chatgw.time() end
 
 -- ---- recording results ----
 
-local function finish(row, status, fields)
+-- The final status of a row that was `from` (default "sending"): the guard keeps a stale view
+-- of the row from ever overwriting a result recorded meanwhile.
+local function finish(row, status, fields, from)
   fields = fields or {}
   local t = now()
-  local ok, err = chatgw.db.exec([[UPDATE chat_outbox SET status = ?, updated_at = ?, message_id = ?,
-      message_ids = ?, error = ?, next_at = 0 WHERE id = ?]],
+  local n, err = chatgw.db.exec([[UPDATE chat_outbox SET status = ?, updated_at = ?, message_id = ?,
+      message_ids = ?, error = ?, next_at = 0 WHERE id = ? AND status = ?]],
     status, t, fields.message_id, fields.message_ids and json.encode(fields.message_ids) or nil,
-    fields.error, row.id)
-  if not ok then chatgw.log.error("outbox: cannot record a delivery result", { id = row.id, error = err }) end
+    fields.error, row.id, from or "sending")
+  if not n then chatgw.log.error("outbox: cannot record a delivery result", { id = row.id, error = err }) end
+  row.status = n == 1 and status or "stale" -- either way it left the sender's view
+  if n ~= 1 then return false end
   metric_out:inc({ channel = row.channel, account = row.account, result = status })
   if status == "delivered" and row.kind == "send" and row.created_at then
     metric_latency:observe({ channel = row.channel }, max(0, t - row.created_at))
@@ -82,16 +87,19 @@ local function finish(row, status, fields)
     chatgw.db.exec("DELETE FROM chat_blobs WHERE id = ?", row.body.image_blob)
   end
   chatgw._notify("outbox:" .. row.id)
+  return true
 end
 
 -- Back to queued: tried again at next_at. fields: retries, error, body (when it changed).
 local function requeue(row, next_at, reason, fields)
   fields = fields or {}
   local ok, err = chatgw.db.exec([[UPDATE chat_outbox SET status = 'queued', next_at = ?, retries = ?,
-      error = ?, body = coalesce(?, body), attempts = attempts - ?, updated_at = ? WHERE id = ?]],
+      error = ?, body = coalesce(?, body), attempts = attempts - ?, updated_at = ? WHERE id = ?
+      AND status = 'sending']],
     next_at, fields.retries or row.retries or 0, fields.error, fields.body and json.encode(fields.body) or nil,
     fields.uncount and 1 or 0, now(), row.id)
   if not ok then chatgw.log.error("outbox: cannot queue a message again", { id = row.id, error = err }) end
+  row.status, row.next_at, row.retries = "queued", next_at, fields.retries or row.retries or 0
   if reason then metric_retries:inc({ channel = row.channel, account = row.account, reason = reason }) end
 end
 
@@ -112,14 +120,21 @@ local function log_permanent(row, err)
   end
 end
 
--- The bot was removed from the chat: its queued messages fail now.
+-- The bot was removed from the chat: its queued messages (in the sender's view) fail now;
+-- later ones fail as they come into view.
 local function fail_chat(st, chat_id, reason)
-  local rows = chatgw.db.query([[SELECT id, channel, account, chat_id, kind, body FROM chat_outbox
-    WHERE channel = ? AND account = ? AND chat_id = ? AND status = 'queued']], st.channel, st.account, chat_id)
-  for _, r in ipairs(rows or {}) do
-    r.body = json.decode(r.body or "{}") or {}
-    finish(r, "failed", { error = "gone: " .. tostring(reason) })
+  local q = st.queues[chat_id]
+  if not q then return end
+  local keep = {}
+  for _, r in ipairs(q) do
+    if r.status == "queued" then
+      finish(r, "failed", { error = "gone: " .. tostring(reason) }, "queued")
+      st.depth = st.depth - 1
+    else
+      keep[#keep + 1] = r -- the one being sent: its task drops it
+    end
   end
+  st.queues[chat_id] = #keep > 0 and keep or nil
 end
 
 -- ---- one delivery ----
@@ -154,7 +169,8 @@ end
 local function parts_of(def, body)
   local tmax, unit = text_limits(def)
   if type(body.text) ~= "string" then return { false } end
-  if not tmax or body.image_blob then return { body.text } end
+  -- a text of at most tmax bytes fits in any unit (a UTF-16 code unit takes 1 byte or more)
+  if not tmax or body.image_blob or #body.text <= tmax then return { body.text } end
   return split.split(body.text, tmax, { unit = unit, format = body.format })
 end
 
@@ -351,13 +367,14 @@ local function recover(st, row)
     return
   end
   local what = (row.parts_done or 0) > 0 and ("part " .. (row.parts_done + 1) .. " of the text") or "the message"
-  metric_unknown:inc({ channel = row.channel, account = row.account })
-  chatgw.log.warn("outbox: outcome unknown after a restart (not sent again)",
-    { channel = row.channel, account = row.account, chat_id = row.chat_id, id = row.id, what = what })
   row.body = json.decode(row.body or "{}") or {}
   local ids = row.message_ids and json.decode(row.message_ids) or nil
-  finish(row, "unknown", { error = "unknown: the process stopped while sending " .. what, message_ids = ids,
-                           message_id = ids and ids[1] or nil })
+  if finish(row, "unknown", { error = "unknown: the process stopped while sending " .. what, message_ids = ids,
+                              message_id = ids and ids[1] or nil }) then
+    metric_unknown:inc({ channel = row.channel, account = row.account })
+    chatgw.log.warn("outbox: outcome unknown after a restart (not sent again)",
+      { channel = row.channel, account = row.account, chat_id = row.chat_id, id = row.id, what = what })
+  end
 end
 
 -- ---- the loop ----
@@ -374,26 +391,100 @@ local function by_priority(a, b)
   return a.id < b.id
 end
 
+-- The sender's view of the pending rows: per chat, in id order. Only this sender changes their
+-- status (it holds the account's lock), so the view stays true; rows accepted since are read
+-- by id (ids grow in commit order: SQLite has one writer at a time). A row that another
+-- state of this process is still sending (a reload) is "foreign" until its status is read
+-- back.
+local function add_row(st, r)
+  local q = st.queues[r.chat_id]
+  if not q then
+    q = {}
+    st.queues[r.chat_id] = q
+  end
+  q[#q + 1] = r
+  st.depth = st.depth + 1
+  if r.id > st.last_id then st.last_id = r.id end
+end
+
+local function drop_head(st, r)
+  local q = st.queues[r.chat_id]
+  if not q then return end
+  for i, x in ipairs(q) do
+    if x == r then
+      table.remove(q, i)
+      st.depth = st.depth - 1
+      break
+    end
+  end
+  if #q == 0 then st.queues[r.chat_id] = nil end
+end
+
+local FETCH_SQL = ([[SELECT %s FROM chat_outbox WHERE channel = ? AND account = ?
+  AND id > ? AND status IN ('queued', 'sending') ORDER BY id LIMIT ?]]):format(COLS)
+
+-- Rows accepted since the last look (at most MAX_VIEW in the view: beyond, they wait). Only
+-- when this process accepted some (the accept counter moved) or, for rows another process
+-- wrote, once per IDLE_MS.
+local function fetch_new(st)
+  local room = M.MAX_VIEW - st.depth
+  if room <= 0 then return true end
+  local seq, t = seq_dict:get(st.key) or 0, chatgw.now()
+  if seq == st.seq and t - st.fetched_at < M.IDLE_MS then return true end
+  local rows, err = chatgw.db.query(FETCH_SQL, st.channel, st.account, st.last_id, min(room, 5000))
+  if not rows then return nil, err end
+  st.seq, st.fetched_at = seq, t
+  if #rows == min(room, 5000) then st.seq = -1 end -- more to read: look again at the next pass
+  for _, r in ipairs(rows) do
+    if r.status == "sending" then
+      -- at the start: a task of this process in another state, or a process that died
+      if inflight:get(tostring(r.id)) then r.foreign = true else r.recover = true end
+    end
+    add_row(st, r)
+  end
+  return true
+end
+
+-- Rows another state was sending: read back whether they are done.
+local function refresh_foreign(st, list)
+  local ids = {}
+  for i, r in ipairs(list) do ids[i] = r.id end
+  local rows = chatgw.db.query([[SELECT id, status, next_at, retries FROM chat_outbox
+    WHERE id IN (SELECT value FROM json_each(?))]], json.encode(ids))
+  local by = {}
+  for _, x in ipairs(rows or {}) do by[x.id] = x end
+  for _, r in ipairs(list) do
+    local x = by[r.id]
+    if not x or FINAL[x.status] then
+      drop_head(st, r)
+    elseif x.status == "queued" then
+      r.foreign, r.status, r.next_at, r.retries = nil, "queued", x.next_at, x.retries
+    end
+  end
+end
+
 local function start_deliveries(st, chosen)
   local ids = {}
   for i, r in ipairs(chosen) do ids[i] = r.id end
-  local list = concat(ids, ",") -- integers from the store: safe to inline
-  local n, err = chatgw.db.exec(([[UPDATE chat_outbox SET status = 'sending', attempts = attempts + 1,
-    updated_at = ? WHERE id IN (%s) AND status = 'queued']]):format(list), now())
-  if not n then
+  -- marked and read in one statement: an edit of a queued message committed before the mark is
+  -- what goes out; one after it sees the row sending and becomes an edit
+  local rows, err = chatgw.db.write_query([[UPDATE chat_outbox SET status = 'sending',
+    attempts = attempts + 1, updated_at = ? WHERE id IN (SELECT value FROM json_each(?)) AND status = 'queued'
+    RETURNING id, body, attempts, priority]], now(), json.encode(ids))
+  if not rows then
     chatgw.log.error("outbox: cannot mark messages as sending", { channel = st.channel, error = err })
     return
   end
-  local rows = chatgw.db.query(([[SELECT id, body, attempts FROM chat_outbox WHERE id IN (%s)
-    AND status = 'sending']]):format(list))
   local fresh = {}
   for _, r in ipairs(rows or {}) do fresh[r.id] = r end
   for _, r in ipairs(chosen) do
     local f = fresh[r.id]
-    if f then
+    if not f then
+      drop_head(st, r) -- no longer queued: nothing of ours to send
+    else
       r.body = json.decode(f.body or "{}") or {}
-      r.attempts = f.attempts
-      r.message_ids = r.message_ids and json.decode(r.message_ids) or nil
+      r.attempts, r.priority, r.status = f.attempts, f.priority, "sending"
+      if type(r.message_ids) == "string" then r.message_ids = json.decode(r.message_ids) end
       st.busy[r.chat_id] = true
       st.n = st.n + 1
       inflight:set(tostring(r.id), 1, 86400000)
@@ -405,6 +496,7 @@ local function start_deliveries(st, chosen)
             error = tostring(e) })
         end
         inflight:delete(tostring(r.id))
+        if r.status ~= "queued" then drop_head(st, r) end
         st.busy[r.chat_id] = nil
         st.n = st.n - 1
         chatgw._notify(st.key)
@@ -415,35 +507,38 @@ end
 
 -- One pass: returns how long to wait (ms) before the next unless woken.
 local function pass(st)
-  local rows, err = chatgw.db.query(([[SELECT %s FROM chat_outbox WHERE channel = ? AND account = ?
-    AND status IN ('queued', 'sending') ORDER BY id LIMIT %d]]):format(COLS, SCAN), st.channel, st.account)
-  if not rows then
+  local ok, err = fetch_new(st)
+  if not ok then
     if tostring(err):find("^cancelled") then return nil, err end
     chatgw.log.error("outbox: cannot read pending messages", { channel = st.channel, account = st.account, error = err })
     return 1000
   end
-  metric_depth:set({ channel = st.channel, account = st.account }, #rows < SCAN and #rows
-    or require("chatgw.chat.outbox").depth(st.channel, st.account))
-  local t, next_due, seen, candidates = now(), nil, {}, {}
+  metric_depth:set({ channel = st.channel, account = st.account }, st.depth)
+  local t, next_due, candidates, foreign = now(), nil, {}, {}
   local function due(at) next_due = next_due and min(next_due, at) or at end
-  for _, r in ipairs(rows) do
-    local chat = r.chat_id
-    if not seen[chat] then
-      seen[chat] = true -- only the first pending row of a chat may go (order)
-      if st.busy[chat] or inflight:get(tostring(r.id)) then
-        -- being sent by a task (of this state or the one before a reload)
-      elseif r.status == "sending" then
-        recover(st, r)
-        due(t)
-      elseif st.gov:gone(chat) then
-        fail_chat(st, chat, st.gov:gone(chat))
-        due(t)
-      elseif r.next_at > t then
-        due(r.next_at)
-      else
-        candidates[#candidates + 1] = r
-      end
+  for chat, q in pairs(st.queues) do
+    local r = q[1] -- only the first pending row of a chat may go (order)
+    if st.busy[chat] then
+      -- a task of this state sends it
+    elseif r.foreign then
+      foreign[#foreign + 1] = r
+    elseif r.recover then
+      r.recover = nil
+      recover(st, r)
+      if r.status ~= "queued" then drop_head(st, r) end
+      due(t)
+    elseif st.gov:gone(chat) then
+      fail_chat(st, chat, st.gov:gone(chat))
+      due(t)
+    elseif r.next_at > t then
+      due(r.next_at)
+    else
+      candidates[#candidates + 1] = r
     end
+  end
+  if #foreign > 0 then
+    refresh_foreign(st, foreign)
+    due(t + 0.05)
   end
   if #candidates > 0 then
     local bstate = st.br:state()
@@ -456,8 +551,8 @@ local function pass(st)
     if bstate == "half_open" then room = min(room, 1) end -- one probe
     for _, r in ipairs(candidates) do
       if #chosen >= room then break end
-      local ok, wait = st.gov:admit(r.chat_id, r.grp == 1, class_of(r))
-      if ok then
+      local admitted, wait = st.gov:admit(r.chat_id, r.grp == 1, class_of(r))
+      if admitted then
         -- due since it was accepted or since its retry time: the rest was the governor's
         governor.metric_wait:observe({ channel = st.channel }, max(0, t - max(r.next_at, r.created_at)))
         chosen[#chosen + 1] = r
@@ -475,6 +570,7 @@ end
 function M.run(def, account)
   local st = { def = def, account = account, channel = def.name, key = "outbox:" .. def.name .. ":" .. account,
                gov = governor.get(def, account), busy = {}, n = 0, max = def.max_inflight or 16,
+               queues = {}, depth = 0, last_id = 0, seq = -1, fetched_at = 0,
                br = chatgw.breaker{ name = ("chatgw.outbox.%s.%s"):format(def.name, account), failures = 5,
                                     open_ms = 5000, max_open_ms = M.BACKOFF_CAP_S * 1000 } }
   st.gov:restore()

@@ -345,7 +345,7 @@ function M.run(args, runtime)
   end
   out:write(("%d passed, %d failed\n"):format(passed, failed))
   out:flush()
-  chatgw.now, chatgw.sleep, chatgw.http.request, chatgw.exec = real_now, real_sleep, real_http, real_exec
+  chatgw.now, chatgw.time, chatgw.sleep, chatgw.http.request, chatgw.exec = real_now, real_time, real_sleep, real_http, real_exec
   return failed == 0 and #cases > 0
 end
 

@@ -16,7 +16,7 @@ ENV = {"CHATGW_TEST_CHANNEL": "1"}
 MODEL = r"""
 return {
   commands = { echo = "say it again", fields = "show the message", boom = "fail", img = "image",
-               button = "long button data", later = "a reply after a wait" },
+               button = "long button data", later = "a reply after a wait", sendq = "send quoting" },
   on_command = function(msg, args)
     if msg.command == "echo" then return msg:reply("echo: " .. args) end
     if msg.command == "fields" then
@@ -37,6 +37,11 @@ return {
     if msg.command == "button" then
       return msg:reply{ text = "press", buttons = { { { text = "Long", data = ("x"):rep(200) }, { text = "Short", data = "s" } } } }
     end
+    if msg.command == "sendq" then
+      chatgw.chat.send{ channel = "test", chat_id = msg.chat.id, text = "quoting", reply_to = msg.id }
+      local ok, err = pcall(chatgw.chat.send, { channel = "test", chat_id = msg.chat.id, text = "x", quote = true })
+      return msg:reply(tostring(err):match("chatgw%.chat%.send: quote needs a message") and "quote refused" or "?")
+    end
     if msg.command == "later" then
       local h = msg:reply("first")
       local st = h:wait(5000)
@@ -45,7 +50,7 @@ return {
     end
   end,
   on_callback = function(cb)
-    cb:reply("pressed " .. #cb.data .. " " .. cb.data:sub(1, 3))
+    cb:reply{ text = "pressed " .. #cb.data .. " " .. cb.data:sub(1, 3), quote = true }
   end,
 }
 """
@@ -191,6 +196,12 @@ class ChatTest(GatewayTest):
         self.assertEqual(r.status, 200)
         self.wait(lambda: len(self.sent(g, "b1")) == 2, what="the callback's reply")
         self.assertEqual(self.texts(g, "b1")[1], "pressed 200 xxx")  # the handler got the whole data
+        self.assertEqual(self.sent(g, "b1")[1]["reply_to"], msg["id"])  # quote: the pressed message
+        # chatgw.chat.send quotes by reply_to; quote (which needs a message) is refused
+        self.send(g, "/sendq", chat_id="q1", message_id="m-77")
+        sent = self.sent(g, "q1")
+        self.assertEqual((sent[0]["text"], sent[0]["reply_to"]), ("quoting", "m-77"))
+        self.assertEqual(sent[1]["text"], "quote refused")
         # a raising handler: logged with its traceback, the user gets a short error
         self.send(g, "/boom", chat_id="e1")
         reply = self.texts(g, "e1")[0]
@@ -355,6 +366,22 @@ class ChatTest(GatewayTest):
         g2 = self.chat({"m.lua": MODEL}, env={"GW_RESPONSE_LANG": "zh-CN"})
         self.send(g2, "/help")
         self.assertTrue(self.texts(g2)[0].startswith("你可以使用的命令："))
+        # the built-in deny message and the truncation notes follow the language too
+        zh = r"""
+        return {
+          commands = { lines = "many lines", ruleless = "no rule" },
+          capability = { ruleless = "no.rule.for.this" },
+          on_command = function(msg)
+            return msg:reply(msg.command == "lines" and "a\nb\nc\nd" or "ran")
+          end,
+        }
+        """
+        g3 = self.chat({"zh.lua": zh}, env={"CHAT_GATEWAY_RESPONSE_LANG": "zh"},
+                       policy="defaults:\n  output_limits: { max_lines: 2 }\n")
+        self.send(g3, "/ruleless", chat_id="z1")
+        self.assertEqual(self.texts(g3, "z1"), ["无权限"])
+        self.send(g3, "/lines", chat_id="z2")
+        self.assertEqual(self.texts(g3, "z2"), ["a\nb\n…（已截断：还有 2 行）"])
 
 
 CHAT_BOT = r"""

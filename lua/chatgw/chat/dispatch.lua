@@ -160,7 +160,9 @@ local function run_command(msg)
   local d = decide(msg, c.capability)
   if not d.allowed then
     deny(c.capability, d.reason)
-    if d.deny_message then msg:reply(d.deny_message) end
+    -- no rule: the built-in "not allowed", in the configured language
+    local text = d.reason == "no_rule" and texts.get("not_allowed") or d.deny_message
+    if text then msg:reply(text) end
     return
   end
   if not within_rate(msg, c.capability, d) then return end

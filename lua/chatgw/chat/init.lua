@@ -183,7 +183,13 @@ function chat.send(spec)
   if type(spec) ~= "table" then error("chatgw.chat.send: expected a table of options, got " .. type(spec), 2) end
   local o = {}
   for k, v in pairs(spec) do
-    if k ~= "channel" and k ~= "account" and k ~= "chat_id" then o[k] = v end
+    if k ~= "channel" and k ~= "account" and k ~= "chat_id" and k ~= "reply_to" then o[k] = v end
+  end
+  if o.quote ~= nil then
+    error("chatgw.chat.send: quote needs a message to quote; give reply_to = the platform message id", 2)
+  end
+  if spec.reply_to ~= nil and type(spec.reply_to) ~= "string" and type(spec.reply_to) ~= "number" then
+    error("chatgw.chat.send: reply_to must be a platform message id (string)", 2)
   end
   o = model.reply_opts(o, "chatgw.chat.send")
   if type(spec.channel) ~= "string" or not channels[spec.channel] then
@@ -192,7 +198,7 @@ function chat.send(spec)
   if spec.chat_id == nil then error("chatgw.chat.send: chat_id is required", 2) end
   return outbox.accept{ channel = spec.channel, account = spec.account or "default", chat_id = tostring(spec.chat_id),
     text = o.text, format = o.format, buttons = o.buttons, image = o.image, image_bytes = o.image_bytes,
-    caption = o.caption, origin = "send" }
+    caption = o.caption, origin = "send", reply_to = spec.reply_to ~= nil and tostring(spec.reply_to) or nil }
 end
 
 function chat.status(id)

@@ -113,7 +113,9 @@ end
 -- The output limits of the policy decision this message was handled under (truncation says so).
 local function limited(m, text)
   if not text or not m._limits then return text end
-  local t, cut = policy.truncate(text, m._limits)
+  local t, cut = policy.truncate(text, m._limits, {
+    truncated = texts.get("truncated"),
+    more_lines = function(n) return n == 1 and texts.get("truncated_line") or texts.get("truncated_lines", { n = n }) end })
   if cut then m._truncated = true end
   return t
 end
@@ -211,9 +213,10 @@ end
 -- Replies in the chat of the pressed message.
 function Callback:reply(x)
   local o = M.reply_opts(x, "cb:reply")
+  local quoted = o.quote == true and self.message and self.message.id or nil -- the pressed message
   return outbox.accept{ channel = self.channel, account = self.account, chat_id = self.chat.id,
     text = o.text, format = o.format, buttons = o.buttons, image = o.image, image_bytes = o.image_bytes,
-    caption = o.caption, handler = self._handler, origin = "reply",
+    caption = o.caption, handler = self._handler, origin = "reply", reply_to = quoted and tostring(quoted),
     group = self.chat and self.chat.type == "group" }
 end
 

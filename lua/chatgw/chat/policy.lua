@@ -318,9 +318,10 @@ M._ulen = ulen
 -- Keep at most max_lines lines and max_chars UTF-8 characters of text. A cut appends a line
 -- "… (truncated: N more lines)" (when only whole lines were dropped) or "… (truncated)"; the
 -- result, note included, never has more than max_chars characters (the note is dropped when
--- max_chars is too small for it). The note line is not counted in max_lines.
--- Returns text, truncated.
-function M.truncate(text, limits)
+-- max_chars is too small for it). The note line is not counted in max_lines. notes (optional)
+-- translates the notes: { truncated = "… (truncated)", more_lines = function(n) -> "… (truncated:
+-- n more lines)" }. Returns text, truncated.
+function M.truncate(text, limits, notes)
   text = text == nil and "" or tostring(text)
   limits = limits or {}
   local max_lines = math.max(0, math.floor(tonumber(limits.max_lines) or BUILTIN.max_lines))
@@ -344,11 +345,12 @@ function M.truncate(text, limits)
   end
   if keep < #lines then
     local more = #lines - keep
-    local note = ("… (truncated: %d more line%s)"):format(more, more == 1 and "" or "s")
+    local note = notes and notes.more_lines and notes.more_lines(more)
+      or ("… (truncated: %d more line%s)"):format(more, more == 1 and "" or "s")
     local out = with(note)
     if ulen(out) <= max_chars then return out, true end
   end
-  local note = "… (truncated)"
+  local note = notes and notes.truncated or "… (truncated)"
   local room = max_chars - ulen(note) - 1     -- content, "\n", note
   if room <= 0 then
     if ulen(note) <= max_chars then return note, true end

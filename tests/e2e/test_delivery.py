@@ -16,7 +16,7 @@ BOT = r"""
 return {
   commands = { many = "n replies", fan = "n messages to each listed chat", stream = "a streamed reply",
                fmt = "a formatted reply", long = "a long reply", same = "an unchanged edit",
-               prio = "finals before edits", typing = "typing" },
+               prio = "finals before edits", typing = "typing", grow = "an edit over parts" },
   on_command = function(msg, args)
     local c = msg.command
     if c == "many" then
@@ -48,6 +48,14 @@ return {
       chatgw.chat.send{ channel = "test", chat_id = "fill2", text = "fill" }
       h:edit("base edited")
       for i = 1, 3 do chatgw.chat.send{ channel = "test", chat_id = "final" .. i, text = "final" } end
+    elseif c == "grow" then
+      local h = msg:reply("short")
+      h:wait(5000)
+      local e = h:edit(string.rep("😀", 5000)) -- three parts: the message and two more
+      e:wait(10000)
+      local e2 = h:edit("short again")           -- one part: the two others are deleted
+      e2:wait(10000)
+      msg:reply("done " .. e.id .. " " .. e2.id)
     elseif c == "typing" then
       local n = 0
       for _ = 1, 5 do if msg:typing() then n = n + 1 end end
@@ -301,6 +309,29 @@ class DeliveryTest(GatewayTest):
         reqs = self.p.requests_for("lg")
         self.assertEqual([(r["part"], r["parts"]) for r in reqs], [(1, 3), (2, 3), (3, 3)])
         self.assertEqual(len({r["uuid"] for r in reqs}), 3, "each part its own uuid")
+
+    def test_an_edit_longer_than_a_message_spreads_over_parts(self):
+        g = self.start()
+        self.inbound(g, "/grow", chat_id="gr")
+        self.wait(lambda: len(self.p.texts("gr")) == 2 and self.p.texts("gr")[1].startswith("done"), 15,
+                  "the edits")
+        shown = self.p.delivered("gr")
+        self.assertEqual(shown[0]["text"], "short again")
+        ops = [(r["op"], r.get("part")) for r in self.p.requests_for("gr")]
+        self.assertEqual(ops, [("send", 1), ("edit", 1), ("send", 2), ("send", 3),
+                               ("edit", 1), ("delete", None), ("delete", None), ("send", 1)])
+
+    def test_a_reload_does_not_cut_a_delivery_short(self):
+        self.p.delay = 0.8
+        g = self.start()
+        self.inbound(g, "/many 3", chat_id="rl")
+        self.wait(lambda: len(self.p.requests) == 1, 10, "the first request")
+        r = g.reload()
+        self.assertEqual(r["last_result"], "ok", r)
+        self.assertEqual(self.wait_texts("rl", 3, 15), ["r1", "r2", "r3"])
+        time.sleep(0.5)
+        self.assertEqual([x["text"] for x in self.p.requests_for("rl")], ["r1", "r2", "r3"], "none twice")
+        self.assertFalse(any(x.get("msg", "").startswith("outbox: outcome unknown") for x in g.records()))
 
     # ---- one sender per account ----
 

@@ -24,7 +24,7 @@ config.register_section("chat", { type = "map", fields = {
   pacing = { type = "boolean", default = true,
     doc = "The governor paces sends to each platform's limits; `false` turns pacing off (a platform's 429 still freezes)." },
   governor = { type = "dict", key_pattern = "^[a-z][a-z0-9_]*$",
-    doc = "Per channel: the governor's limits over the adapter's defaults (Telegram: 1/s per chat, burst 3, 20/min per group, 30/s per bot; Feishu: 5/s per chat, 50/s per app).",
+    doc = "Per channel: the governor's limits over the adapter's defaults (the platform's published limits; the `ws` and `test` channels have none and are not paced).",
     values = { type = "map", fields = {
       chat_rate = { type = "number", min = 0.001, max = 100000, doc = "Messages per second to one chat." },
       chat_burst = { type = "integer", min = 1, max = 100000, doc = "Messages to one chat at once after a pause." },

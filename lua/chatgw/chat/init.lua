@@ -133,9 +133,10 @@ function M.inbound(fields, platform_id)
   end
   fields.account = fields.account or "default"
   local msg = model.new(fields, bot_username(fields.channel, fields.account))
-  if msg.chat.id then governor.get(channels[msg.channel], msg.account):back(msg.chat.id) end
   local id, err, first_id = ledger.record(msg.channel, msg.account, platform_id or msg.id, model.fields(msg))
   if not id then return nil, err, first_id end
+  -- a new message from a chat the bot had been removed from: it is back (not a redelivery)
+  if msg.chat.id then governor.get(channels[msg.channel], msg.account):back(msg.chat.id) end
   active = active + 1 -- counted from now on, so a waiter never sees idle before the task starts
   chatgw._spawn_task(function()
     if M.test_dispatch_delay_ms then chatgw.sleep(M.test_dispatch_delay_ms) end
@@ -264,6 +265,15 @@ local function load_policy(cfg, opts)
   return policy.load(path, { explicit = explicit })
 end
 
+-- The sender's lock: "outbox-<channel>-<account>", in the characters a lock name may have
+-- ([a-z0-9_-], at most 64); an account name with others gets a hash of it instead.
+local function lock_name(channel, account)
+  local n = ("outbox-%s-%s"):format(channel, account)
+  if #n <= 64 and n:match("^[a-z0-9_-]+$") then return n end
+  return ("outbox-%s-%s"):format(channel:gsub("[^a-z0-9_-]", "_"):sub(1, 20),
+    chatgw.crypto.sha256(account, "hex"):sub(1, 32))
+end
+
 function M.install(runtime)
   R = runtime
   R.register_load_step(function(cfg, opts)
@@ -293,7 +303,7 @@ function M.install(runtime)
       for _, a in ipairs(accounts_of(def)) do
         local acct = a.name
         senders[name .. ":" .. acct] = supervisor.internal{ name = ("outbox.%s.%s"):format(name, acct),
-          module = "chat", lock = def.lock ~= false and ("outbox-%s-%s"):format(name, acct) or nil,
+          module = "chat", lock = def.lock ~= false and lock_name(name, acct) or nil,
           run = function()
             replay(name, acct)
             return sender.run(def, acct)

@@ -99,6 +99,10 @@ local function requeue(row, next_at, reason, fields)
     next_at, fields.retries or row.retries or 0, fields.error, fields.body and json.encode(fields.body) or nil,
     fields.uncount and 1 or 0, now(), row.id)
   if not ok then chatgw.log.error("outbox: cannot queue a message again", { id = row.id, error = err }) end
+  if ok ~= 1 then -- not ours any more (or the store failed): it leaves the view
+    row.status = "stale"
+    return
+  end
   row.status, row.next_at, row.retries = "queued", next_at, fields.retries or row.retries or 0
   if reason then metric_retries:inc({ channel = row.channel, account = row.account, reason = reason }) end
 end
@@ -553,10 +557,12 @@ local function pass(st)
       if #chosen >= room then break end
       local admitted, wait = st.gov:admit(r.chat_id, r.grp == 1, class_of(r))
       if admitted then
-        -- due since it was accepted or since its retry time: the rest was the governor's
-        governor.metric_wait:observe({ channel = st.channel }, max(0, t - max(r.next_at, r.created_at)))
+        -- from the governor's first "not yet" for this row (0 when it went at once)
+        governor.metric_wait:observe({ channel = st.channel }, r.gov_since and max(0, t - r.gov_since) or 0)
+        r.gov_since = nil
         chosen[#chosen + 1] = r
       else
+        r.gov_since = r.gov_since or t
         due(t + max(1, wait) / 1000)
       end
     end

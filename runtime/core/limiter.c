@@ -309,13 +309,17 @@ double limiter_capacity(const limiter_t *l) {
   return l->conf.kind == LIMITER_BUCKET ? l->conf.burst : l->conf.limit;
 }
 
+/* n over the capacity can never be allowed: says so (retry -1). 1 when it is. */
+static int over_capacity(const limiter_t *l, double n, double *retry_after_ms) {
+  if (retry_after_ms) *retry_after_ms = 0;
+  if (n <= limiter_capacity(l) + EPS) return 0;
+  if (retry_after_ms) *retry_after_ms = -1;
+  return 1;
+}
+
 int limiter_take(limiter_t *l, const char *key, size_t klen, double n, double now,
                  double *retry_after_ms) {
-  if (retry_after_ms) *retry_after_ms = 0;
-  if (n > limiter_capacity(l) + EPS) {
-    if (retry_after_ms) *retry_after_ms = -1;
-    return 0;
-  }
+  if (over_capacity(l, n, retry_after_ms)) return 0;
   lkey_t *k = get_key(l, key, klen, now);
   if (!k) return -1;
   if (l->conf.kind == LIMITER_BUCKET)
@@ -331,11 +335,7 @@ int limiter_take(limiter_t *l, const char *key, size_t klen, double n, double no
 
 int limiter_peek(limiter_t *l, const char *key, size_t klen, double n, double now,
                  double *retry_after_ms) {
-  if (retry_after_ms) *retry_after_ms = 0;
-  if (n > limiter_capacity(l) + EPS) {
-    if (retry_after_ms) *retry_after_ms = -1;
-    return 0;
-  }
+  if (over_capacity(l, n, retry_after_ms)) return 0;
   lkey_t *k = find_key(l, key, klen, hash_key(key, klen));
   if (!k) return 1; /* untracked: a full bucket, an empty window */
   if (l->conf.kind == LIMITER_BUCKET) {

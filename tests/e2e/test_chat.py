@@ -452,20 +452,22 @@ class ChatgwTestCommand(unittest.TestCase):
         for line in out.splitlines()[:-1]:
             self.assertTrue(line.startswith("ok   "), line)
 
-    def test_a_failing_spec_fails_the_run(self):
+    def run_specs(self, handler, spec):
+        """chatgw test on a fresh DIR/handlers/h.lua with DIR/tests/h_spec.lua: (code, out, err)."""
         d = __import__("tempfile").mkdtemp(prefix="chatgw-spec-")
         self.addCleanup(__import__("shutil").rmtree, d, True)
-        os.makedirs(os.path.join(d, "handlers"))
-        os.makedirs(os.path.join(d, "tests"))
-        with open(os.path.join(d, "handlers", "e.lua"), "w") as f:
-            f.write(CHAT_BOT)
-        with open(os.path.join(d, "tests", "e_spec.lua"), "w") as f:
-            f.write(textwrap.dedent("""\
-                test("passes", function(t) t:eq(t:chat():user():send("/echo a")[1].text, "echo: a") end)
-                test("fails", function(t) t:eq(t:chat():user():send("/echo a")[1].text, "nope") end)
-                test("raises", function(t) error("oops") end)
-                """))
-        code, out, err = run_cli(["test", os.path.join(d, "handlers")], cwd=d)
+        for sub, name, src in (("handlers", "h.lua", handler), ("tests", "h_spec.lua", spec)):
+            os.makedirs(os.path.join(d, sub))
+            with open(os.path.join(d, sub, name), "w") as f:
+                f.write(textwrap.dedent(src))
+        return run_cli(["test", os.path.join(d, "handlers")], cwd=d)
+
+    def test_a_failing_spec_fails_the_run(self):
+        code, out, err = self.run_specs(CHAT_BOT, """\
+            test("passes", function(t) t:eq(t:chat():user():send("/echo a")[1].text, "echo: a") end)
+            test("fails", function(t) t:eq(t:chat():user():send("/echo a")[1].text, "nope") end)
+            test("raises", function(t) error("oops") end)
+            """)
         self.assertEqual(code, 1, out + err)
         self.assertIn("ok   passes", out)
         self.assertIn("FAIL fails", out)
@@ -474,34 +476,26 @@ class ChatgwTestCommand(unittest.TestCase):
         self.assertTrue(out.endswith("1 passed, 2 failed\n"), out)
 
     def test_a_stubbed_http_answer_looks_like_a_real_one(self):
-        d = __import__("tempfile").mkdtemp(prefix="chatgw-spec-")
-        self.addCleanup(__import__("shutil").rmtree, d, True)
-        os.makedirs(os.path.join(d, "handlers"))
-        os.makedirs(os.path.join(d, "tests"))
-        with open(os.path.join(d, "handlers", "w.lua"), "w") as f:
-            f.write(textwrap.dedent("""\
-                return {
-                  commands = { weather = "the weather" },
-                  on_command = function(msg)
-                    local res, err = chatgw.http.request{ url = "http://127.0.0.1:9/w" }
-                    if not res then return msg:reply("error: " .. err) end
-                    return msg:reply(res.status .. " " .. tostring(res.json and res.json.temp))
-                  end,
-                }
-                """))
-        with open(os.path.join(d, "tests", "w_spec.lua"), "w") as f:
-            f.write(textwrap.dedent("""\
-                test("json is decoded", function(t)
-                  t:stub_http("GET http://127.0.0.1:9/w", { json = { temp = 21 } })
-                  t:eq(t:chat():user():send("/weather")[1].text, "200 21")
-                end)
-                test("a text body is not", function(t)
-                  t:stub_http("GET http://127.0.0.1:9/w", { status = 503, body = "down",
-                    headers = { ["Content-Type"] = "text/plain" } })
-                  t:eq(t:chat():user():send("/weather")[1].text, "503 nil")
-                end)
-                """))
-        code, out, err = run_cli(["test", os.path.join(d, "handlers")], cwd=d)
+        code, out, err = self.run_specs("""\
+            return {
+              commands = { weather = "the weather" },
+              on_command = function(msg)
+                local res, err = chatgw.http.request{ url = "http://127.0.0.1:9/w" }
+                if not res then return msg:reply("error: " .. err) end
+                return msg:reply(res.status .. " " .. tostring(res.json and res.json.temp))
+              end,
+            }
+            """, """\
+            test("json is decoded", function(t)
+              t:stub_http("GET http://127.0.0.1:9/w", { json = { temp = 21 } })
+              t:eq(t:chat():user():send("/weather")[1].text, "200 21")
+            end)
+            test("a text body is not", function(t)
+              t:stub_http("GET http://127.0.0.1:9/w", { status = 503, body = "down",
+                headers = { ["Content-Type"] = "text/plain" } })
+              t:eq(t:chat():user():send("/weather")[1].text, "503 nil")
+            end)
+            """)
         self.assertEqual(code, 0, out + err)
         self.assertTrue(out.endswith("2 passed, 0 failed\n"), out)
 

@@ -6,6 +6,7 @@ errors, languages and health."""
 import os
 import re
 import textwrap
+import time
 import unittest
 
 from harness import Gateway, GatewayTest, run_cli
@@ -16,7 +17,8 @@ ENV = {"CHATGW_TEST_CHANNEL": "1"}
 MODEL = r"""
 return {
   commands = { echo = "say it again", fields = "show the message", boom = "fail", img = "image",
-               button = "long button data", later = "a reply after a wait", sendq = "send quoting" },
+               button = "long button data", later = "a reply after a wait", sendq = "send quoting",
+               longbtn = "a long text with buttons" },
   on_command = function(msg, args)
     if msg.command == "echo" then return msg:reply("echo: " .. args) end
     if msg.command == "fields" then
@@ -36,6 +38,9 @@ return {
     end
     if msg.command == "button" then
       return msg:reply{ text = "press", buttons = { { { text = "Long", data = ("x"):rep(200) }, { text = "Short", data = "s" } } } }
+    end
+    if msg.command == "longbtn" then
+      return msg:reply{ text = string.rep("word ", 1200), buttons = { { { text = "B", data = "b" } } } }
     end
     if msg.command == "sendq" then
       chatgw.chat.send{ channel = "test", chat_id = msg.chat.id, text = "quoting", reply_to = msg.id }
@@ -179,7 +184,9 @@ class ChatTest(GatewayTest):
     # ---- outbox: handles, images, buttons, errors ----
 
     def test_outbox_handles_images_buttons_and_errors(self):
-        g = self.chat({"m.lua": MODEL})
+        # a second callback handler: a press goes only to the handler that sent the message
+        other = 'return { on_callback = function(cb) cb:reply("z saw it") end }'
+        g = self.chat({"m.lua": MODEL, "z.lua": other})
         self.send(g, "/later")
         self.assertEqual(self.texts(g), ["first", "status delivered true delivered"])
         self.send(g, "/img", chat_id="i1")
@@ -197,6 +204,19 @@ class ChatTest(GatewayTest):
         self.wait(lambda: len(self.sent(g, "b1")) == 2, what="the callback's reply")
         self.assertEqual(self.texts(g, "b1")[1], "pressed 200 xxx")  # the handler got the whole data
         self.assertEqual(self.sent(g, "b1")[1]["reply_to"], msg["id"])  # quote: the pressed message
+        # a text longer than the platform takes: its buttons go under the last part, and a press
+        # there finds the handler
+        self.send(g, "/longbtn", chat_id="lb")
+        parts = self.sent(g, "lb")
+        self.assertEqual(len(parts), 2)
+        self.assertEqual(parts[0]["buttons"], [])
+        self.assertEqual(parts[1]["buttons"][0][0]["data"], "b")
+        self.assertEqual((parts[0]["text"] + " " + parts[1]["text"]).split(), ["word"] * 1200)
+        g.request("POST", "/v1/test/press", json_body={"message_id": parts[1]["id"], "data": "b"})
+        self.wait(lambda: len(self.sent(g, "lb")) == 3, what="the press's reply")
+        self.assertEqual(self.texts(g, "lb")[2], "pressed 1 b")
+        time.sleep(0.2)
+        self.assertEqual(len(self.sent(g, "lb")), 3, "only the handler that sent it saw the press")
         # chatgw.chat.send quotes by reply_to; quote (which needs a message) is refused
         self.send(g, "/sendq", chat_id="q1", message_id="m-77")
         sent = self.sent(g, "q1")

@@ -260,10 +260,11 @@ end
 
 M.handle = handle
 
--- The outbox row of a message the bot sent (for button presses and replies to the bot).
+-- The outbox row of a message whose buttons were pressed (the platform message showing them:
+-- the last part of a split text).
 function M.find_by_message(channel, account, chat_id, message_id)
   local rows = chatgw.db.query([[SELECT id, handler, body, origin FROM chat_outbox
-    WHERE channel = ? AND account = ? AND chat_id = ? AND message_id = ? AND kind = 'send'
+    WHERE channel = ? AND account = ? AND chat_id = ? AND buttons_at = ? AND kind = 'send'
     ORDER BY id DESC LIMIT 1]], channel, account, tostring(chat_id), tostring(message_id))
   return rows and rows[1] or nil
 end

@@ -73,9 +73,9 @@ local function finish(row, status, fields, from)
   fields = fields or {}
   local t = now()
   local n, err = chatgw.db.exec([[UPDATE chat_outbox SET status = ?, updated_at = ?, message_id = ?,
-      message_ids = ?, error = ?, next_at = 0 WHERE id = ? AND status = ?]],
+      message_ids = ?, error = ?, next_at = 0, buttons_at = coalesce(?, buttons_at) WHERE id = ? AND status = ?]],
     status, t, fields.message_id, fields.message_ids and json.encode(fields.message_ids) or nil,
-    fields.error, row.id, from or "sending")
+    fields.error, fields.buttons_at, row.id, from or "sending")
   if not n then chatgw.log.error("outbox: cannot record a delivery result", { id = row.id, error = err }) end
   row.status = n == 1 and status or "stale" -- either way it left the sender's view
   if n ~= 1 then return false end
@@ -215,7 +215,8 @@ local function send_parts(st, row)
         i, json.encode(ids), now(), row.id)
     end
   end
-  return { ok = true, message_id = ids[1], message_ids = n > 1 and ids or nil }, ids
+  return { ok = true, message_id = ids[1], message_ids = n > 1 and ids or nil,
+           buttons_at = body.buttons and ids[n] or nil }, ids
 end
 
 local function load_target(row)
@@ -231,8 +232,10 @@ local function load_target(row)
 end
 
 local function save_target(target, body, ids)
-  chatgw.db.exec("UPDATE chat_outbox SET body = ?, message_id = ?, message_ids = ?, updated_at = ? WHERE id = ?",
-    json.encode(body), ids[1], #ids > 1 and json.encode(ids) or nil, now(), target.id)
+  chatgw.db.exec([[UPDATE chat_outbox SET body = ?, message_id = ?, message_ids = ?, updated_at = ?,
+      buttons_at = ? WHERE id = ?]],
+    json.encode(body), ids[1], #ids > 1 and json.encode(ids) or nil, now(),
+    body.buttons and ids[#ids] or nil, target.id)
 end
 
 -- An edit: the new text split as a message would be, each part onto the platform message that
@@ -255,11 +258,15 @@ local function edit_parts(st, row, target)
     requests = requests + 1
     return call(st, op_for(row, kind, b, extra))
   end
-  local changed_buttons = row.body.buttons ~= nil
+  -- the buttons (new ones, else those shown) stay under the last part: an edit without them
+  -- would take them off (Telegram's editMessageText drops a keyboard it is not given)
+  local buttons = row.body.buttons or tb.buttons
+  local moved = buttons and #parts ~= #shown -- the last part is another message now
   for i, p in ipairs(parts) do
-    local b = { text = p, format = nb.format, buttons = i == #parts and row.body.buttons or nil }
+    local b = { text = p, format = nb.format, buttons = i == #parts and buttons or nil }
     if ids[i] then
-      if p ~= shown[i] or (i == #parts and changed_buttons) or nb.format ~= tb.format then
+      if p ~= shown[i] or nb.format ~= tb.format or (i == #parts and row.body.buttons)
+          or (moved and (i == #parts or i == #shown)) then
         local res = step("edit", b, { target_message_id = ids[i], part = i, parts = #parts })
         if not res.ok then return res end
       end
@@ -323,7 +330,7 @@ local function deliver(st, row)
     or (kind == "rate_limited") and nil or true)
   if res.ok then
     finish(row, "delivered", { message_id = res.message_id and tostring(res.message_id) or nil,
-                               message_ids = res.message_ids })
+                               message_ids = res.message_ids, buttons_at = res.buttons_at })
     if row.kind == "delete" then target.body.deleted = true; save_target(target, target.body, target.ids) end
     return
   end

@@ -7,7 +7,8 @@
 --                   its handle; status queued -> sending -> delivered | failed | unknown;
 --                   grp: sent to a group chat (the governor's group limit); retries: failed
 --                   attempts that count toward giving up; parts_done: parts of a long text
---                   delivered so far
+--                   delivered so far; buttons_at: the platform id of the message showing its
+--                   buttons (a press finds its handler by it; indexed only where set)
 --   chat_blobs      image bytes of accepted replies (a handler may delete its file at once)
 --   chat_buttons    button data too long for a platform, behind a short key
 --   chat_allowlist  the chats allowed to use a bot (allowlist modes owner_only and auth)
@@ -43,13 +44,15 @@ dbmod.register("chatgw.chat", {
     updated_at REAL NOT NULL,
     message_id TEXT,
     message_ids TEXT,
+    buttons_at TEXT,
     error TEXT,
     uuid TEXT NOT NULL,
     handler TEXT,
     origin TEXT);
   CREATE INDEX chat_outbox_pending ON chat_outbox (channel, account, id)
     WHERE status IN ('queued', 'sending');
-  CREATE INDEX chat_outbox_message ON chat_outbox (channel, account, chat_id, message_id);
+  CREATE INDEX chat_outbox_buttons ON chat_outbox (channel, account, chat_id, buttons_at)
+    WHERE buttons_at IS NOT NULL;
   CREATE TABLE chat_blobs (id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, bytes BLOB NOT NULL,
     created_at REAL NOT NULL);
   CREATE TABLE chat_buttons (key TEXT PRIMARY KEY, data TEXT NOT NULL, created_at REAL NOT NULL);

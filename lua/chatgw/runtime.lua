@@ -114,13 +114,22 @@ end
 -- Built-in routes of runtime modules (chatgw.ws: POST /v1/ws/broadcast), added after these two:
 -- { method, path, fn, public, label, listener = "main" (default) }.
 local extra_builtins = {}
-function M.register_builtin_route(route) extra_builtins[#extra_builtins + 1] = route end
+function M.register_builtin_route(route)
+  if route.path:find(":", 1, true) and not route.segs then -- "/telegram/:account": its segments
+    local _, _, segs = require("chatgw.router").parse_key(route.method .. " " .. route.path)
+    route.segs = segs
+  end
+  extra_builtins[#extra_builtins + 1] = route
+end
 
 local function add_builtins(router, listener)
   router:add({ method = "GET", path = "/health", fn = health, public = false, label = "GET /health" })
   router:add({ method = "GET", path = "/metrics", fn = metrics_route, public = false, label = "GET /metrics" })
   for _, r in ipairs(extra_builtins) do
-    if (r.listener or "main") == listener then router:add(r) end
+    -- listener: a name, or a function of the config read now (a route whose listener is set)
+    local l = r.listener
+    if type(l) == "function" then l = l(chatgw.config) end
+    if (l or "main") == listener then router:add(r) end
   end
 end
 
@@ -301,5 +310,6 @@ require("chatgw.ws").install(M) -- chatgw.ws, methods/on_connect/on_disconnect (
 require("chatgw.chat").install(M) -- chatgw.chat, commands/on_message/... (lua/chatgw/chat/)
 require("chatgw.chat.channels.test").install(M) -- the test channel (chatgw test, tests)
 require("chatgw.chat.channels.ws").install(M) -- the ws chat channel (chat.send over /ws)
+require("chatgw.chat.channels.telegram").install(M) -- Telegram (on with TELEGRAM_BOT_TOKEN)
 
 return M

@@ -16,9 +16,17 @@ local M = {}
 
 local cfg = { mode = "off", channels = {}, owner_chats = {} }
 
-function M.configure(chat_cfg)
+-- seed_channels: the `channels:` section, where seed 000 kept channels.<name>.allowlist_mode
+-- (chat.channels.<name>.allowlist_mode wins).
+function M.configure(chat_cfg, seed_channels)
   cfg.mode = chat_cfg.allowlist_mode or "off"
-  cfg.channels = chat_cfg.channels or {}
+  cfg.channels = {}
+  for name, c in pairs(seed_channels or {}) do
+    if type(c) == "table" and c.allowlist_mode then cfg.channels[name] = { allowlist_mode = c.allowlist_mode } end
+  end
+  for name, c in pairs(chat_cfg.channels or {}) do
+    if c.allowlist_mode then cfg.channels[name] = { allowlist_mode = c.allowlist_mode } end
+  end
   cfg.owner_chats = chat_cfg.owner_chats or {}
 end
 

@@ -10,7 +10,8 @@
 --   gov:mark_gone(chat_id, reason) / gov:gone(chat_id) -> reason | nil / gov:back(chat_id)
 --
 -- Three limits, each a C limiter (they outlive reloads, so a reload never resets a budget):
--- per chat a token bucket (rate, burst), per group chat a 60 s window, per bot a token bucket.
+-- per chat a token bucket (rate, burst), per group chat a 60 s window, per bot a sliding window
+-- of bot_burst (default bot_rate) messages per bot_burst / bot_rate seconds.
 -- admit() peeks all that apply and takes from all of them or from none. Typing also needs
 -- two bot tokens free, so it never takes the last one a message could use.
 --
@@ -62,7 +63,8 @@ end
 local function build(def, account)
   local base = ("chatgw.governor.%s.%s."):format(def.name, account)
   local l = limits_of(def)
-  local g = setmetatable({ channel = def.name, account = account, prefix = def.name .. ":" .. account .. ":" }, Gov)
+  local g = setmetatable({ channel = def.name, account = account, prefix = def.name .. ":" .. account .. ":",
+                           last_edit = {} }, Gov)
   if l.chat_rate then
     g.chat = limiter(base .. "chat", { rate = l.chat_rate, burst = max(1, l.chat_burst or 1) })
   end
@@ -70,7 +72,10 @@ local function build(def, account)
     g.group = limiter(base .. "group", { limit = l.group_per_minute, window_ms = 60000 })
   end
   if l.bot_rate then
-    g.bot = limiter(base .. "bot", { rate = l.bot_rate, burst = max(2, l.bot_burst or l.bot_rate) })
+    -- a sliding window, not a bucket: "30 per second" holds in every second (a full bucket plus
+    -- its refill would let twice that through one second)
+    local n = max(2, math.floor(l.bot_burst or l.bot_rate))
+    g.bot = limiter(base .. "bot", { limit = n, window_ms = n / l.bot_rate * 1000 })
   end
   g.limits = l
   return g
@@ -124,10 +129,27 @@ function Gov:admit(chat_id, is_group, class)
   peek(chat, chat_id, 1)
   peek(group, chat_id, 1)
   peek(bot, "*", class == "typing" and 2 or 1)
+  local edit_gap = self.limits.edit_interval_ms
+  local last = class == "edit" and edit_gap and self.last_edit[chat_id]
+  if last then -- interim edits of one chat at least edit_interval_ms apart, whatever the burst
+    local t = chatgw.now()
+    if t - last < edit_gap then wait = max(wait, edit_gap - (t - last)) end
+  end
   if wait > 0 then return false, wait, "paced" end
+  if class == "edit" and edit_gap then self.last_edit[chat_id] = chatgw.now() end
   if chat then chat:take(chat_id) end
   if group then group:take(chat_id) end
   if bot then bot:take("*") end
+  return true
+end
+
+-- Whether the chat still had room when a 429 came for it: then the limit it hit was not the
+-- chat's own (Telegram's answer does not say which), so it is the bot's.
+function Gov:chat_had_room(chat_id, is_group)
+  chat_id = tostring(chat_id)
+  if not self.chat then return false end
+  if not self.chat:peek(chat_id) then return false end
+  if is_group and self.group and not self.group:peek(chat_id) then return false end
   return true
 end
 

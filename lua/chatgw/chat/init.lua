@@ -64,7 +64,8 @@ local function accounts_of(def)
 end
 
 -- Adapters report their state: "off" | "starting" | "ok" | "error" (with err).
-function M.set_state(channel, account, state, err)
+-- extra: fields the adapter adds to its entry in checks.channels (mode, last_poll_at, ...).
+function M.set_state(channel, account, state, err, extra)
   local key = channel .. ":" .. account
   local cur = json.decode(states:get(key) or "{}") or {}
   cur.state = state
@@ -74,6 +75,7 @@ function M.set_state(channel, account, state, err)
     cur.last_error = tostring(err)
     cur.last_error_at = t
   end
+  for k, v in pairs(extra or {}) do cur[k] = v end
   states:set(key, json.encode(cur))
 end
 
@@ -91,6 +93,10 @@ local function channel_health()
         local st = h.status()
         s.sender = st.state -- "running", or "waiting_lock" on a standby process
         if st.state == "failed" or st.state == "circuit_open" then degraded = true end
+      end
+      if def.health then -- the adapter's own fields (Telegram: its poller's loop state)
+        local ok, extra = pcall(def.health, a.name)
+        if ok and type(extra) == "table" then for k, v in pairs(extra) do s[k] = v end end
       end
       if s.state == "error" then degraded = true end
       out[key] = s
@@ -147,31 +153,65 @@ function M.inbound(fields, platform_id)
 end
 
 -- Rows recorded before a restart and never dispatched: by the account's sender loop.
+M.ANSWER_WITHIN_MS = 5000 -- a press not answered by its handler by then is answered empty
+
+local function run_callback(row_id, cb)
+  active = active + 1
+  local first = true
+  if row_id then first = ledger.mark_dispatched(row_id) end
+  if first then
+    -- the platform shows a spinner until the press is answered: answer it in time whatever
+    -- the handler does
+    chatgw.spawn(function()
+      chatgw.sleep(M.ANSWER_WITHIN_MS)
+      if not cb._answered then pcall(cb.answer, cb) end
+    end)
+    local ok, err = pcall(dispatch.callback, cb)
+    if not ok then chatgw.log.error("chat callback failed", { channel = cb.channel, error = tostring(err) }) end
+  end
+  active = active - 1
+  if active == 0 then chatgw._notify("chat:idle") end
+end
+
 local function replay(channel, account)
   local rows = ledger.pending(channel, account)
   for _, r in ipairs(rows or {}) do
-    local msg = model.new(r.message, bot_username(channel, account))
     chatgw.log.info("chat: dispatching an update recorded before the restart", { channel = channel,
       account = account, id = r.id })
+    local f = r.message
     active = active + 1
     chatgw._spawn_task(function()
       active = active - 1
-      run_dispatch(r.id, msg)
+      if f.kind == "callback" then
+        run_callback(r.id, model.callback(f))
+      else
+        run_dispatch(r.id, model.new(f, bot_username(channel, account)))
+      end
     end)
   end
 end
 
--- A button press from an adapter.
-function M.callback(fields)
+-- A button press from an adapter. With platform_id it goes through the ledger like a message
+-- (nil, "duplicate" for a redelivery); without (the test and ws channels) it is dispatched at
+-- once. fields.answer: how to answer it, else the adapter's answer_callback(account, id, text).
+function M.callback(fields, platform_id)
+  fields.account = fields.account or "default"
   local cb = model.callback(fields)
+  local id
+  if platform_id then
+    local stored = {}
+    for k, v in pairs(fields) do if type(v) ~= "function" then stored[k] = v end end
+    stored.kind = "callback"
+    local err, first_id
+    id, err, first_id = ledger.record(cb.channel, cb.account, platform_id, stored)
+    if not id then return nil, err, first_id end
+  end
   active = active + 1
   chatgw._spawn_task(function()
-    local ok, err = pcall(dispatch.callback, cb)
-    if not ok then chatgw.log.error("chat callback failed", { channel = cb.channel, error = tostring(err) }) end
     active = active - 1
-    if active == 0 then chatgw._notify("chat:idle") end
+    run_callback(id, cb)
   end)
-  return true
+  return id or true
 end
 
 function M.active() return active end
@@ -283,7 +323,7 @@ function M.install(runtime)
     dispatch.policy = p
     M.policy = p
     dispatch.unknown_hint = cfg.chat.unknown_command_hint
-    allowlist.configure(cfg.chat)
+    allowlist.configure(cfg.chat, cfg.channels)
     texts.configure(cfg.chat.language)
     ledger.retention_s = cfg.chat.ledger_retention_hours * 3600
     M.outbox_retention_s = cfg.chat.outbox_retention_hours * 3600
@@ -302,6 +342,11 @@ function M.install(runtime)
       local def = channels[name]
       for _, a in ipairs(accounts_of(def)) do
         local acct = a.name
+        if a.off then -- configured but without credentials: shown, not started
+          M.set_state(name, acct, "off", a.off_reason)
+          chatgw.log.info("chat channel off", { channel = name, account = acct, reason = a.off_reason })
+          goto continue
+        end
         senders[name .. ":" .. acct] = supervisor.internal{ name = ("outbox.%s.%s"):format(name, acct),
           module = "chat", lock = def.lock ~= false and lock_name(name, acct) or nil,
           run = function()
@@ -309,6 +354,7 @@ function M.install(runtime)
             return sender.run(def, acct)
           end }
         if def.start then def.start(acct) end
+        ::continue::
       end
     end
     chatgw.every(600000, function()

@@ -56,7 +56,8 @@ function M.new(f, bot_username)
                    user = r.user and { id = str(r.user.id), name = r.user.name, username = r.user.username,
                                        is_bot = r.user.is_bot == true } or nil }
   end
-  local c = commands.parse(m.text, bot_username)
+  m._no_command = f.no_command == true -- the platform says the "/" is not a command
+  local c = not m._no_command and commands.parse(m.text, bot_username)
   if c then
     m.command, m.args, m.argv, m._for_other_bot = c.name, c.args, c.argv, c.for_other_bot
   end
@@ -67,7 +68,8 @@ end
 function M.fields(m)
   return { channel = m.channel, account = m.account, id = m.id, chat = m.chat, user = m.user,
            text = m.text, date = m.date, mentioned = m.mentioned, raw = m.raw,
-           attachments = m.attachments, reply_to = m.reply_to, edited = m.edited }
+           attachments = m.attachments, reply_to = m.reply_to, edited = m.edited,
+           no_command = m._no_command or nil }
 end
 
 -- The user's ids, for policy (Feishu: open_id, user_id and union_id all match).
@@ -141,12 +143,25 @@ end
 local Stream = {}
 Stream.__index = Stream
 
+M.limited = limited
+
 -- The text so far is sent at the first write, then edited as it grows (the outbox coalesces
 -- edits and the governor paces them); a channel without edits gets one message at finish.
+function M.edit_stream(msg)
+  local def = M.channel_def and M.channel_def(msg.channel)
+  return setmetatable({ msg = msg, text = "", edits = def and def.capabilities and def.capabilities.edit,
+                        handle = nil, done = false }, Stream)
+end
+
+-- A channel may stream its own way (Telegram: drafts in private chats): def.stream(msg)
+-- returns a stream with write/finish/fail, or nil for the edits above.
 function Msg:stream()
   local def = M.channel_def and M.channel_def(self.channel)
-  return setmetatable({ msg = self, text = "", edits = def and def.capabilities and def.capabilities.edit,
-                        handle = nil, done = false }, Stream)
+  if def and def.stream then
+    local ok, s = pcall(def.stream, self)
+    if ok and s then return s end
+  end
+  return M.edit_stream(self)
 end
 
 function Stream:write(delta)
@@ -207,6 +222,8 @@ function Callback:answer(text)
   if self._answered then return true end
   self._answered = true
   if self._answer then return self._answer(text) end
+  local def = M.channel_def and M.channel_def(self.channel)
+  if def and def.answer_callback then return def.answer_callback(self.account, self.id, text) end
   return true
 end
 

@@ -1,0 +1,97 @@
+-- chatgw.chat.channels.telegram.poll: long polling (getUpdates) for one account, run as a
+-- supervised loop that holds the bot's lock (two chatgw processes never poll one bot).
+--
+-- Each call takes the offset persisted in chat_state, asks for up to 100 updates with the long
+-- poll timeout and an explicit allowed_updates; every update of the batch is recorded in the
+-- ledger; then the offset moves past them (persisted), and the next call confirms them to
+-- Telegram. A kill between the record and the offset: Telegram sends them again, and the
+-- ledger drops them. A reload cancels the long poll (the request is abandoned) and the new
+-- state's loop goes on from the same offset.
+--
+-- 409 "terminated by other getUpdates request": another process polls the bot: one ERROR,
+-- then the supervisor's backoff. 409 while a webhook is set: says how to fix it. A poll that
+-- gets no answer for twice its timeout is abandoned and counted as a stall.
+local chatgw = chatgw
+local chat = require "chatgw.chat"
+local chatstore = require "chatgw.chat.store"
+local updates = require "chatgw.chat.channels.telegram.updates"
+
+local tonumber, tostring, ipairs, max = tonumber, tostring, ipairs, math.max
+
+local M = {}
+
+M.ALLOWED = { "message", "edited_message", "callback_query", "my_chat_member" }
+
+local stalls = chatgw.metrics.counter{ name = "chatgw_telegram_poll_stalls_total",
+  help = "Telegram long polls abandoned after twice their timeout without an answer", labels = { "account" } }
+local received = chatgw.metrics.counter{ name = "chatgw_telegram_updates_total",
+  help = "Telegram updates received, by how (poll or webhook)", labels = { "account", "mode" } }
+M.received = received
+
+local conflict_logged = chatgw.shared("chatgw.telegram.conflict") -- account -> 1 once said
+local stats = chatgw.shared("chatgw.telegram.stats") -- "<account>:updates" -> received (all modes)
+
+-- Counts one update received; returns the account's total.
+function M.count(account, mode)
+  received:inc({ account = account, mode = mode })
+  return stats:incr(account .. ":updates", 1, 0)
+end
+
+function M.offset_key(account) return "telegram:" .. account .. ":offset" end
+
+-- Runs until cancelled or a failure (returned to the supervisor, which backs off).
+function M.run(acct, opts)
+  local timeout_s = opts.timeout_s or 25
+  local key = M.offset_key(acct.name)
+  local offset = tonumber(chatstore.state_get(key) or "")
+  local got = stats:get(acct.name .. ":updates") or 0
+  while true do
+    local params = { limit = 100, timeout = timeout_s, allowed_updates = M.ALLOWED }
+    if offset then params.offset = offset end
+    -- twice the long poll's timeout (at least 10 s): past that the poll is stalled
+    local result, err, info = acct.api:call("getUpdates", params, { timeout_ms = max(10, 2 * timeout_s) * 1000 })
+    if not result then
+      if tostring(err):find("^cancelled") then return nil, err end
+      if info.status == 0 and tostring(err):find("^timeout") then
+        stalls:inc({ account = acct.name })
+        chatgw.log.warn("telegram: getUpdates gave no answer in twice its timeout: polling again",
+          { account = acct.name, timeout_s = timeout_s })
+        chat.set_state("telegram", acct.name, "error", "poll stalled: " .. err, { mode = "poll" })
+        return nil, "poll stalled"
+      end
+      local desc = info.description or tostring(err)
+      if info.status == 409 and desc:lower():find("webhook", 1, true) then
+        err = "telegram: a webhook is set for this bot, so getUpdates is refused: set TELEGRAM_MODE=webhook "
+          .. "(with TELEGRAM_WEBHOOK_URL), or keep poll mode and restart: chatgw deletes the webhook when "
+          .. "it starts polling"
+        chatgw.log.error(err, { account = acct.name })
+      elseif info.status == 409 then
+        err = "telegram: another process polls this bot (" .. desc .. ")"
+        if conflict_logged:add(acct.name, 1, 60000) then chatgw.log.error(err, { account = acct.name }) end
+      elseif info.status == 401 then
+        err = "telegram: the bot token was refused (401 Unauthorized): check " .. tostring(acct.token_env)
+      end
+      chat.set_state("telegram", acct.name, "error", err, { mode = "poll" })
+      return nil, err
+    end
+    local last
+    for _, u in ipairs(result) do
+      local ok, rerr = updates.handle(acct, u)
+      if not ok then -- not recorded: do not confirm it; the next start gets it again
+        chat.set_state("telegram", acct.name, "error", "cannot record an update: " .. tostring(rerr), { mode = "poll" })
+        return nil, rerr
+      end
+      last = tonumber(u.update_id) or last
+      got = M.count(acct.name, "poll")
+    end
+    if last then
+      offset = last + 1
+      local ok, serr = chatstore.state_set(key, offset)
+      if not ok then return nil, serr end
+    end
+    chat.set_state("telegram", acct.name, "ok", nil, { mode = "poll", last_poll_at = chatgw.time(), updates = got })
+    if timeout_s == 0 then chatgw.sleep(opts.interval_ms or 1500) end
+  end
+end
+
+return M

@@ -24,7 +24,7 @@ BOT = r"""
 return {
   commands = { echo = "say it again", btn = "a button", long = "a long reply", img = "a picture",
                stream = "a streamed reply", many = "n replies", who = "which bot", tell = "send to a chat",
-               size = "the attachment's size" },
+               size = "the attachment's size", esc = "escape", link = "a link with its preview" },
   on_command = function(msg, args)
     local c = msg.command
     if c == "tell" then
@@ -34,6 +34,8 @@ return {
     end
     if c == "echo" then return msg:reply("echo: " .. args) end
     if c == "who" then return msg:reply("bot " .. msg.account) end
+    if c == "esc" then return msg:reply(chatgw.chat.telegram_escape("a-b.c_d")) end
+    if c == "link" then return msg:reply{ text = "see https://example.org", link_preview = true } end
     if c == "btn" then return msg:reply{ text = "pick one", buttons = { { { text = "A", data = "a" } } } } end
     if c == "long" then return msg:reply(string.rep("😀", 3000)) end
     if c == "img" then return msg:reply{ image = os.getenv("TEST_PNG"), caption = "a *picture*", format = "markdown" } end
@@ -136,6 +138,12 @@ class TelegramTest(GatewayTest):
         self.assertIn("last_poll_at", h)
         self.assertEqual(h["poller"], "running")
         self.assertEqual([c["params"]["commands"][0]["command"] for c in self.tg.calls("setMyCommands")][-1], "btn")
+        self.assertTrue(self.tg.sent(42)[0]["link_preview_disabled"], "link previews off unless asked")
+        self.say(42, "/link")
+        self.say(42, "/esc")
+        texts = self.wait_texts(42, 5)
+        self.assertFalse(self.tg.sent(42)[3]["link_preview_disabled"])
+        self.assertEqual(texts[4], "a\\-b\\.c\\_d")
         self.assert_no_token(g)
 
     def test_an_update_redelivered_after_a_kill_is_not_handled_twice(self):

@@ -239,7 +239,8 @@ function chat.send(spec)
   if spec.chat_id == nil then error("chatgw.chat.send: chat_id is required", 2) end
   return outbox.accept{ channel = spec.channel, account = spec.account or "default", chat_id = tostring(spec.chat_id),
     text = o.text, format = o.format, buttons = o.buttons, image = o.image, image_bytes = o.image_bytes,
-    caption = o.caption, origin = "send", reply_to = spec.reply_to ~= nil and tostring(spec.reply_to) or nil }
+    caption = o.caption, origin = "send", reply_to = spec.reply_to ~= nil and tostring(spec.reply_to) or nil,
+    link_preview = o.link_preview }
 end
 
 function chat.status(id)
@@ -274,6 +275,13 @@ function chat.download(att, opts)
     return nil, ("too_large: the attachment has over %d bytes (max_bytes)"):format(max)
   end
   return bytes
+end
+
+-- MarkdownV2 escaping, for handlers that write Telegram's own markup (format = "markdown" needs
+-- none: it is sent as entities)
+function chat.telegram_escape(s)
+  if type(s) ~= "string" then error("chatgw.chat.telegram_escape: s must be a string, got " .. type(s), 2) end
+  return require("chatgw.chat.channels.telegram.markdown").escape(s)
 end
 
 chatgw.chat = chat

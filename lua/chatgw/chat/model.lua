@@ -25,7 +25,7 @@ Msg.__index = Msg
 M.Msg = Msg
 
 local REPLY_OPTIONS = { text = true, image = true, image_bytes = true, caption = true, format = true,
-                        buttons = true, quote = true }
+                        buttons = true, quote = true, link_preview = true }
 local FORMATS = { plain = true, markdown = true, html = true }
 
 local function str(v) return v ~= nil and tostring(v) or nil end
@@ -129,7 +129,7 @@ function Msg:reply(x)
   return outbox.accept{ channel = self.channel, account = self.account, chat_id = self.chat.id,
     text = limited(self, o.text), format = o.format, buttons = o.buttons, image = o.image,
     image_bytes = o.image_bytes, caption = limited(self, o.caption), reply_to = quote and self.id or nil,
-    handler = self._handler, origin = "reply", group = self.chat.type == "group" }
+    handler = self._handler, origin = "reply", group = self.chat.type == "group", link_preview = o.link_preview }
 end
 
 -- A chat action: sent when the governor has room (never before a message), else dropped;

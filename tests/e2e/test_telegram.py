@@ -24,7 +24,8 @@ BOT = r"""
 return {
   commands = { echo = "say it again", btn = "a button", long = "a long reply", img = "a picture",
                stream = "a streamed reply", many = "n replies", who = "which bot", tell = "send to a chat",
-               size = "the attachment's size", esc = "escape", link = "a link with its preview" },
+               size = "the attachment's size", esc = "escape", link = "a link with its preview",
+               imgcap = "a picture with a long caption" },
   on_command = function(msg, args)
     local c = msg.command
     if c == "tell" then
@@ -34,6 +35,7 @@ return {
     end
     if c == "echo" then return msg:reply("echo: " .. args) end
     if c == "who" then return msg:reply("bot " .. msg.account) end
+    if c == "imgcap" then return msg:reply{ image = os.getenv("TEST_PNG"), caption = string.rep("c", 1500) } end
     if c == "esc" then return msg:reply(chatgw.chat.telegram_escape("a-b.c_d")) end
     if c == "link" then return msg:reply{ text = "see https://example.org", link_preview = true } end
     if c == "btn" then return msg:reply{ text = "pick one", buttons = { { { text = "A", data = "a" } } } } end
@@ -177,6 +179,7 @@ class TelegramTest(GatewayTest):
         a = self.start()
         b = self.start(workdir=a.dir)
         self.wait(lambda: self.channel(b).get("poller") == "waiting_lock", 10, "B waits for the bot's lock")
+        b.wait_log(lambda r: r.get("msg") == "supervised loop waits for its lock" and r.get("lock") == "telegram-123456")
         self.assertEqual(self.channel(a).get("poller"), "running")
         self.say(9, "/echo x")
         self.assertEqual(self.wait_texts(9, 1), ["echo: x"])
@@ -321,6 +324,11 @@ class TelegramTest(GatewayTest):
         self.assertEqual(len(self.tg.calls("sendPhoto")), 1)
         ents = self.tg.calls("sendPhoto")[0]["params"].get("caption_entities")
         self.assertEqual(ents, [{"type": "italic", "offset": 2, "length": 7}])
+        # a caption over 1024 units: the photo with its start, then the rest as text
+        self.say(91, "/imgcap")
+        self.wait(lambda: len(self.tg.sent(91)) == 2, 10, "the photo and the rest")
+        m = self.tg.sent(91)
+        self.assertEqual((m[0]["caption"], m[1]["text"]), ("c" * 1024, "c" * 476))
 
     def tg_dir(self):
         d = __import__("tempfile").mkdtemp(prefix="chatgw-tg-")

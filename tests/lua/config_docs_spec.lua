@@ -6,6 +6,7 @@ chatgw = { _ws = {} } -- lua/chatgw/ws.lua registers the ws: section; it reads c
 local config = require "chatgw.config"
 require "chatgw.ws"
 require "chatgw.chat.config" -- the chat: section (lua/chatgw/chat/config.lua)
+require "chatgw.chat.channels.telegram.config" -- the channels: section (channels.telegram)
 
 local spec = require "spec_helper"
 local check = spec.check
@@ -14,7 +15,7 @@ local f = assert(io.open("docs/config.md", "rb"))
 local doc = f:read("*a")
 f:close()
 
-for _, section in ipairs({ "http", "ws", "chat" }) do
+for _, section in ipairs({ "http", "ws", "chat", "channels" }) do
   print("# " .. section)
   local known = {}
   for _, r in ipairs(config.doc_rows(section)) do

@@ -29,7 +29,8 @@ return {
   on_command = function(msg, args)
     local c = msg.command
     if c == "tell" then
-      local h = chatgw.chat.send{ channel = "telegram", chat_id = msg.argv[1], text = msg.argv[2] }
+      local h, err = chatgw.chat.send{ channel = "telegram", chat_id = msg.argv[1], text = msg.argv[2] }
+      if not h then return msg:reply("refused: " .. err) end
       local st = h:wait(5000)
       return msg:reply("told: " .. st.status .. " " .. tostring(st.error or ""))
     end
@@ -221,13 +222,27 @@ class TelegramTest(GatewayTest):
             self.assertNotIn(t, g.stderr_text())
 
     def test_off_without_a_token(self):
-        g = self.start(token=None)
+        g = self.start(token=None, env={"CHATGW_TEST_CHANNEL": "1"})
         h = self.channel(g)
         self.assertEqual(h["state"], "off")
         self.assertIn("TELEGRAM_BOT_TOKEN is not set", h["last_error"])
         self.assertEqual(g.health()["checks"]["channels"]["status"], "ok", "off is not degraded")
         g.wait_log(lambda r: r.get("msg") == "chat channel off" and r.get("channel") == "telegram")
         self.assertEqual(self.tg.calls(), [])
+        # a send to the account that is off is refused, not queued for ever
+        g.request("POST", "/v1/test/inbound", json_body={"chat_id": "t1", "text": "/tell 5 hi"})
+        self.assertEqual([m["text"] for m in g.get("/v1/test/sent?chat_id=t1").json()["messages"]],
+                         ["refused: off: the telegram account 'default' is off (TELEGRAM_BOT_TOKEN is not set)"])
+
+    def test_a_webhook_listener_that_does_not_exist_is_a_load_error(self):
+        from harness import run_cli
+        d = self.tg_dir()
+        with open(os.path.join(d, "chatgw.yml"), "w") as f:
+            f.write("channels:\n  telegram:\n    webhook_listener: hooks\n")
+        os.makedirs(os.path.join(d, "handlers"))
+        code, out, err = run_cli(["check", os.path.join(d, "handlers"), "--config", os.path.join(d, "chatgw.yml")])
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("channels.telegram.webhook_listener: no listener named 'hooks'", out + err)
 
     # ---- webhook ----
 

@@ -237,6 +237,15 @@ function chat.send(spec)
     error("chatgw.chat.send: channel must be one of the registered channels, got " .. tostring(spec.channel), 2)
   end
   if spec.chat_id == nil then error("chatgw.chat.send: chat_id is required", 2) end
+  -- an account that does not exist or is off would keep the message queued for ever
+  local acct, known = spec.account or "default", false
+  for _, a in ipairs(accounts_of(channels[spec.channel])) do
+    if a.name == acct then
+      if a.off then return nil, "off: the " .. spec.channel .. " account '" .. acct .. "' is off (" .. tostring(a.off_reason) .. ")" end
+      known = true
+    end
+  end
+  if not known then return nil, "not_found: no " .. spec.channel .. " account '" .. acct .. "'" end
   return outbox.accept{ channel = spec.channel, account = spec.account or "default", chat_id = tostring(spec.chat_id),
     text = o.text, format = o.format, buttons = o.buttons, image = o.image, image_bytes = o.image_bytes,
     caption = o.caption, origin = "send", reply_to = spec.reply_to ~= nil and tostring(spec.reply_to) or nil,

@@ -234,6 +234,7 @@ function Callback:reply(x)
   return outbox.accept{ channel = self.channel, account = self.account, chat_id = self.chat.id,
     text = o.text, format = o.format, buttons = o.buttons, image = o.image, image_bytes = o.image_bytes,
     caption = o.caption, handler = self._handler, origin = "reply", reply_to = quoted and tostring(quoted),
+    link_preview = o.link_preview,
     group = self.chat and self.chat.type == "group" }
 end
 

@@ -245,7 +245,7 @@ local function edit_parts(st, row, target)
   local def = st.def
   local tb = target.body
   local shown = tb.parts or { tb.text }
-  local nb = { text = row.body.text, format = row.body.format or tb.format }
+  local nb = { text = row.body.text, format = row.body.format or tb.format, link_preview = tb.link_preview }
   local parts = parts_of(def, nb)
   local ids = {}
   for i, id in ipairs(target.ids) do ids[i] = id end
@@ -263,7 +263,8 @@ local function edit_parts(st, row, target)
   local buttons = row.body.buttons or tb.buttons
   local moved = buttons and #parts ~= #shown -- the last part is another message now
   for i, p in ipairs(parts) do
-    local b = { text = p, format = nb.format, buttons = i == #parts and buttons or nil }
+    local b = { text = p, format = nb.format, buttons = i == #parts and buttons or nil,
+                link_preview = nb.link_preview }
     if ids[i] then
       if p ~= shown[i] or nb.format ~= tb.format or (i == #parts and row.body.buttons)
           or (moved and (i == #parts or i == #shown)) then

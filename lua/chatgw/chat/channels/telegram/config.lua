@@ -40,6 +40,11 @@ config.register_section("channels", { type = "map", fields = {
         username = { type = "string", min_len = 1, max_len = 64 },
       } } },
   } },
+  -- seed 000 kept the Feishu allowlist here too; the Feishu channel's own keys come with it
+  feishu = { type = "map", fields = {
+    allowlist_mode = { type = "string", enum = { "off", "owner_only", "auth" },
+      doc = "Seed 000's place for the Feishu allowlist mode; `chat.channels.feishu.allowlist_mode` wins." },
+  } },
 } })
 
 local function env(getenv, name)
@@ -64,10 +69,14 @@ function M.accounts(cfg, getenv)
     local acct = {
       name = name, token = token, token_env = token_env, api_base = base,
       mode = (defaults and mode_env) or a.mode or t.mode or "poll",
-      webhook_url = a.webhook_url or (defaults and env(getenv, "TELEGRAM_WEBHOOK_URL")) or nil,
+      -- the default account's variables win over the file, as everywhere
+      webhook_url = (defaults and env(getenv, "TELEGRAM_WEBHOOK_URL")) or a.webhook_url,
       webhook_secret = env(getenv, a.webhook_secret_env) or (defaults and env(getenv, "TELEGRAM_WEBHOOK_SECRET")) or nil,
-      username = a.username or (defaults and env(getenv, "TELEGRAM_BOT_USERNAME")) or nil,
+      username = (defaults and env(getenv, "TELEGRAM_BOT_USERNAME")) or a.username,
     }
+    if acct.mode ~= "poll" and acct.mode ~= "webhook" then
+      acct.bad_mode = "TELEGRAM_MODE must be poll or webhook, got '" .. tostring(acct.mode) .. "'"
+    end
     if not token then acct.off_reason = token_env .. " is not set" end
     list[#list + 1] = acct
   end

@@ -17,6 +17,7 @@ local chatgw = chatgw
 local json = require "chatgw.json"
 local chatstore = require "chatgw.chat.store"
 local governor = require "chatgw.chat.governor"
+local split = require "chatgw.chat.split"
 
 local type, tostring, tonumber, ipairs = type, tostring, tonumber, ipairs
 
@@ -43,14 +44,18 @@ end
 
 function M.record_migration(account, from, to)
   if not from or not to or from == to then return end
+  if migrated:get(account .. ":" .. from) == to then return end -- both service messages say it
   migrated:set(account .. ":" .. from, to)
   chatstore.state_set("telegram:migrated:" .. account .. ":" .. from, to)
-  -- the queued rows follow too, so a restart reads them with the new id
+  -- the queued rows and the allowlist follow too, so a restart reads them with the new id
   chatgw.db.exec([[UPDATE chat_outbox SET chat_id = ? WHERE channel = 'telegram' AND account = ?
     AND chat_id = ? AND status = 'queued']], to, account, from)
-  chatgw.log.warn("telegram: the group became a supergroup: messages go to its new id; config files "
-    .. "(policy.yml, projects.yml, chat.owner_chats) that name the old id need the new one",
-    { account = account, old_chat_id = from, new_chat_id = to })
+  chatgw.db.exec([[INSERT OR IGNORE INTO chat_allowlist (channel, account, chat_id, added_by, added_at)
+    SELECT channel, account, ?, 'migration', added_at FROM chat_allowlist
+    WHERE channel = 'telegram' AND account = ? AND chat_id = ?]], to, account, from)
+  chatgw.log.warn("telegram: the group became a supergroup: messages go to its new id (and its /auth "
+    .. "entry moved with it); config files (policy.yml, projects.yml, chat.owner_chats) that name the old "
+    .. "id need the new one", { account = account, old_chat_id = from, new_chat_id = to })
 end
 
 local function keyboard(buttons)
@@ -192,18 +197,18 @@ local function send_image(acct, op, chat_id, b)
     if not result then return M.classify(acct, op, err, info) end
   end
   local ids = { M.id(result.message_id) }
-  if rest and rest ~= "" then -- the caption's rest, as text under the photo
-    local p = { chat_id = chat_id, link_preview_options = { is_disabled = true } }
-    formatted(p, "text", rest, b.format)
-    local r2, e2, i2 = acct.api:call("sendMessage", p)
-    if not r2 then
-      local res = M.classify(acct, op, e2, i2)
-      if not res.ok then
-        -- the photo is out: say so instead of sending it again
-        return { ok = true, message_id = ids[1], message_ids = ids, warning = "caption rest: " .. tostring(e2) }
+  if rest and rest ~= "" then -- the caption's rest, as text under the photo (split like any text)
+    for _, part in ipairs(split.split(rest, 4096, { unit = "utf16", format = b.format })) do
+      local p = { chat_id = chat_id, link_preview_options = { is_disabled = true } }
+      formatted(p, "text", part, b.format)
+      local r2, e2 = acct.api:call("sendMessage", p)
+      if not r2 then
+        -- the photo is out, so the message is delivered; the rest is lost: say so in the log
+        chatgw.log.warn("telegram: the rest of a long caption could not be sent", { account = acct.name,
+          chat_id = tostring(op.chat_id), id = op.id, error = tostring(e2) })
+        break
       end
-    else
-      ids[2] = M.id(r2.message_id)
+      ids[#ids + 1] = M.id(r2.message_id)
     end
   end
   return { ok = true, message_id = ids[1], message_ids = #ids > 1 and ids or nil }
@@ -225,7 +230,7 @@ function M.deliver(acct, op)
     return { ok = true, message_id = M.id(result.message_id) }
   elseif op.kind == "edit" then
     local p = { chat_id = chat_id, message_id = msg_id(op.target_message_id),
-                link_preview_options = { is_disabled = true } }
+                link_preview_options = { is_disabled = not b.link_preview } }
     formatted(p, "text", b.text or "", b.format)
     p.reply_markup = keyboard(b.buttons)
     local result, err, info = acct.api:call("editMessageText", p)

@@ -27,6 +27,15 @@ local bots = chatgw.shared("chatgw.telegram.bots") -- account -> JSON { id, user
 local accounts, by_name = {}, {}                    -- this state's accounts
 local settings = {}
 
+-- A UTF-8 string cut to at most n bytes, never inside a character.
+local function cut(s, n)
+  if #s <= n then return s end
+  local i = n
+  while i > 0 and s:byte(i + 1) and s:byte(i + 1) >= 0x80 and s:byte(i + 1) < 0xC0 do i = i - 1 end
+  return s:sub(1, i)
+end
+M.cut = cut
+
 local function account(name) return by_name[name] end
 
 -- The bot of an account (from getMe, kept across reloads), or what the config says.
@@ -46,7 +55,7 @@ local function commands_for_menu()
     local desc = type(c.description) == "string" and c.description ~= "" and c.description or name
     -- Telegram: 1-32 of a-z0-9_, descriptions 1-256 characters
     if #name <= 32 and name:match("^[a-z0-9_]+$") then
-      list[#list + 1] = { command = name, description = desc:sub(1, 256) }
+      list[#list + 1] = { command = name, description = cut(desc, 256) }
     end
   end
   for _, b in ipairs({ { "help", "list the commands" }, { "start", "start" } }) do
@@ -77,8 +86,22 @@ local function introduce(acct)
 end
 
 local function run_account(acct)
-  local ok, err = introduce(acct)
-  if not ok then return nil, err end
+  if acct.bad_mode then
+    chat.set_state("telegram", acct.name, "error", acct.bad_mode)
+    return nil, acct.bad_mode
+  end
+  -- getMe until it answers: a bad token or an outage backs off here (1 s to 30 s), not in the
+  -- supervisor, whose hourly restart budget a long outage would use up
+  local failures = 0
+  while true do
+    local ok, err = introduce(acct)
+    if ok then break end
+    if tostring(err):find("^cancelled") then return nil, err end
+    failures = failures + 1
+    if failures == 1 then chatgw.log.error("telegram: " .. tostring(err):gsub("^telegram: ", ""), { account = acct.name }) end
+    local _, serr = chatgw.sleep(poll.BACKOFF_MS[math.min(failures, #poll.BACKOFF_MS)])
+    if serr then return nil, serr end
+  end
   if acct.mode == "webhook" then return webhook.run(acct, poll.ALLOWED) end
   local dok, derr = webhook.delete_if_set(acct)
   if not dok then
@@ -91,6 +114,7 @@ end
 local function start(name)
   local acct = by_name[name]
   if not acct or not acct.token then return end
+  if chatgw._mode == "test" then return end -- chatgw test: a simulated chat, never the platform
   acct.bot = bot_of(acct)
   chat.set_state("telegram", name, "starting", nil, { mode = acct.mode })
   local id = tgconfig.bot_id(acct.token)
@@ -103,7 +127,7 @@ local function answer_callback(name, id, text)
   local acct = by_name[name]
   if not acct then return false end
   local params = { callback_query_id = tostring(id) }
-  if text and text ~= "" then params.text = tostring(text):sub(1, 200) end
+  if text and text ~= "" then params.text = cut(tostring(text), 200) end
   local ok, err = acct.api:call("answerCallbackQuery", params, { timeout_ms = 10000 })
   if not ok then
     chatgw.log.debug("telegram: answerCallbackQuery failed", { account = name, error = tostring(err) })
@@ -182,8 +206,14 @@ function M.install(R)
       local t = cfg and cfg.channels and cfg.channels.telegram
       return t and t.webhook_listener or "main"
     end })
-  R.register_load_step(function(cfg)
+  R.register_load_step(function(cfg, opts)
     local t = cfg.channels and cfg.channels.telegram or {}
+    local problems = {}
+    local listener = t.webhook_listener or "main"
+    if not (cfg.listeners and cfg.listeners[listener]) then
+      problems[#problems + 1] = ("%s: channels.telegram.webhook_listener: no listener named '%s'")
+        :format(opts and opts.config_path or "chatgw.yml", listener)
+    end
     settings = { poll_timeout_s = t.poll_timeout_s, poll_interval_ms = t.poll_interval_ms, drafts = t.drafts }
     accounts, by_name = {}, {}
     for _, a in ipairs(tgconfig.accounts(cfg)) do
@@ -192,7 +222,7 @@ function M.install(R)
       by_name[a.name] = a
     end
     M.settings = settings
-    return nil
+    return #problems > 0 and problems or nil
   end)
 end
 

@@ -7,7 +7,6 @@ bots at once, and the token kept out of logs, /health and /metrics."""
 import json
 import os
 import signal
-import socket
 import struct
 import time
 import unittest
@@ -16,6 +15,7 @@ import zlib
 
 from harness import GatewayTest, SLOW
 from fake_telegram import FakeTelegram
+from upstream import refused_port
 
 TOKEN = "123456:TEST-token_SECRET-abcdefghijklmnop"
 TOKEN2 = "654321:SECOND-token_SECRET-qrstuvwxyz0123"
@@ -71,12 +71,8 @@ def png(w=2, h=2):
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+# a free 127.0.0.1 port (nothing listens on it until the gateway does)
+free_port = refused_port
 
 
 class TelegramTest(GatewayTest):

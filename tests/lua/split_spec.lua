@@ -7,42 +7,11 @@ local check = spec.check
 
 -- The module must create no global and read none that does not exist: _G is strict from here
 -- to the end (the spec's own names are locals too).
-local globals_before = {}
-for k in pairs(_G) do globals_before[k] = true end
-setmetatable(_G, {
-  __newindex = function(_, k) error("global assigned: " .. tostring(k), 2) end,
-  __index = function(_, k) error("undefined global read: " .. tostring(k), 2) end,
-})
+local globals_before = spec.strict_globals()
 
 local split = require "chatgw.chat.split"
 
--- The spec's own UTF-8 reading (strict, as RFC 3629): the code points of s as
--- { { first byte, value or -1 for an invalid byte, byte length }, ... }.
-local function code_points(s)
-  local out, i = {}, 1
-  while i <= #s do
-    local b, v, len = s:byte(i), -1, 1
-    local want, min = 0, 0
-    if b < 0x80 then want, v = 0, b
-    elseif b >= 0xC0 and b < 0xE0 then want, min = 1, 0x80
-    elseif b >= 0xE0 and b < 0xF0 then want, min = 2, 0x800
-    elseif b >= 0xF0 and b < 0xF8 then want, min = 3, 0x10000 end
-    if want > 0 then
-      local c, ok = b % (2 ^ (6 - want)), true
-      for j = 1, want do
-        local x = s:byte(i + j)
-        if not x or x < 0x80 or x > 0xBF then ok = false break end
-        c = c * 64 + x % 64
-      end
-      if ok and c >= min and c <= 0x10FFFF and not (c >= 0xD800 and c <= 0xDFFF) then
-        v, len = c, want + 1
-      end
-    end
-    out[#out + 1] = { i, v, len }
-    i = i + len
-  end
-  return out
-end
+local code_points = spec.code_points
 
 local function valid_utf8(s)
   for _, cp in ipairs(code_points(s)) do

@@ -87,6 +87,13 @@ local function store_buttons(buttons, limit)
   return out
 end
 
+-- The bytes of an accepted image (chat_blobs), for an adapter's delivery; nil when gone.
+function M.blob(id)
+  if not id then return nil end
+  local rows = chatgw.db.query("SELECT bytes FROM chat_blobs WHERE id = ?", id)
+  return rows and rows[1] and rows[1].bytes or nil
+end
+
 -- The data behind a pressed button (its key when it was stored).
 function M.button_data(data)
   if type(data) == "string" and data:match("^k:%x+$") then

@@ -22,11 +22,7 @@ local function new_id()
   return tostring(next_id)
 end
 
-local function blob(id)
-  if not id then return nil end
-  local rows = chatgw.db.query("SELECT bytes FROM chat_blobs WHERE id = ?", id)
-  return rows and rows[1] and rows[1].bytes or nil
-end
+local blob = require("chatgw.chat.outbox").blob
 
 -- CHATGW_TEST_CHANNEL_SINK=http://127.0.0.1:PORT (tests only): every delivery is a POST to
 -- <sink>/deliver instead of a record in memory, and the sink's answer is the platform's: 200 {"ok":true,"message_id"} ok;

@@ -130,11 +130,7 @@ function M.classify(acct, op, err, info)
   return { ok = false, kind = "permanent", error = err }
 end
 
-local function blob(id)
-  if not id then return nil end
-  local rows = chatgw.db.query("SELECT bytes FROM chat_blobs WHERE id = ?", id)
-  return rows and rows[1] and rows[1].bytes or nil
-end
+local blob = require("chatgw.chat.outbox").blob
 
 local function utf16_len(s)
   local n = 0

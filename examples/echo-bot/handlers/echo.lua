@@ -1,5 +1,6 @@
--- echo-bot: repeats what it is told, on every chat channel that is on (today the ws chat
--- channel: `chat.send` over /ws). Its specs run with `chatgw test`.
+-- echo-bot: repeats what it is told, on every chat channel that is on (the ws chat channel:
+-- `chat.send` over /ws; Telegram when TELEGRAM_BOT_TOKEN is set). Its specs run with
+-- `chatgw test`.
 return {
   commands = { echo = "repeat the text", count = "count the words" },
   on_command = function(msg, args)

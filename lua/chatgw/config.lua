@@ -477,6 +477,23 @@ local function schema_at(keys)
   return s
 end
 
+-- Listeners that exist without a declaration when their channel is on (seed 000 runs the
+-- Feishu webhook server whenever Feishu is configured): name -> fn(cfg, getenv) -> boolean.
+local auto_listeners = {}
+function M.register_auto_listener(name, fn)
+  for _, a in ipairs(auto_listeners) do if a.name == name then a.fn = fn return end end
+  auto_listeners[#auto_listeners + 1] = { name = name, fn = fn }
+end
+
+local function add_auto_listeners(cfg, getenv)
+  for _, a in ipairs(auto_listeners) do
+    if not cfg.listeners[a.name] then
+      local ok, on = pcall(a.fn, cfg, getenv)
+      if ok and on then cfg.listeners[a.name] = {} end
+    end
+  end
+end
+
 -- An unset or empty variable is ignored.
 local function apply_env(cfg, getenv, errors)
   for _, e in ipairs(ENV) do
@@ -595,6 +612,7 @@ function M.load(path, opts)
     cfg = default_of(root)
   end
 
+  add_auto_listeners(cfg, getenv) -- before the env, so FEISHU_WEBHOOK_* apply to them
   apply_env(cfg, getenv, errors)
   finish_listeners(cfg.listeners, ctx.lines, function(line, msg)
     errors[#errors + 1] = ("%s:%d: %s"):format(source, line, msg)

@@ -129,7 +129,18 @@ local function add_builtins(router, listener)
     -- listener: a name, or a function of the config read now (a route whose listener is set)
     local l = r.listener
     if type(l) == "function" then l = l(chatgw.config) end
-    if (l or "main") == listener then router:add(r) end
+    if (l or "main") == listener then
+      if r.path_fn then -- a path from the config (channels.feishu.event_path)
+        local route = {}
+        for k, v in pairs(r) do route[k] = v end
+        route.path = r.path_fn(chatgw.config)
+        local _, _, segs = require("chatgw.router").parse_key(route.method .. " " .. route.path)
+        route.segs = segs
+        router:add(route)
+      else
+        router:add(r)
+      end
+    end
   end
 end
 
@@ -311,5 +322,6 @@ require("chatgw.chat").install(M) -- chatgw.chat, commands/on_message/... (lua/c
 require("chatgw.chat.channels.test").install(M) -- the test channel (chatgw test, tests)
 require("chatgw.chat.channels.ws").install(M) -- the ws chat channel (chat.send over /ws)
 require("chatgw.chat.channels.telegram").install(M) -- Telegram (on with TELEGRAM_BOT_TOKEN)
+require("chatgw.chat.channels.feishu").install(M) -- Feishu/Lark (on with FEISHU_APP_ID and FEISHU_APP_SECRET)
 
 return M

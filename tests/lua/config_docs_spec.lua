@@ -6,7 +6,7 @@ chatgw = { _ws = {} } -- lua/chatgw/ws.lua registers the ws: section; it reads c
 local config = require "chatgw.config"
 require "chatgw.ws"
 require "chatgw.chat.config" -- the chat: section (lua/chatgw/chat/config.lua)
-require "chatgw.chat.channels.telegram.config" -- the channels: section (channels.telegram)
+require "chatgw.chat.channels.config" -- the channels: section (telegram, feishu)
 
 local spec = require "spec_helper"
 local check = spec.check

@@ -120,7 +120,8 @@ function M.accept(spec)
   local def = channels and channels[spec.channel]
   if not def then return nil, "unknown_channel: no channel '" .. tostring(spec.channel) .. "'" end
   local body = { text = spec.text, format = spec.format or "plain", reply_to = spec.reply_to,
-                 caption = spec.caption, link_preview = spec.link_preview == true or nil }
+                 caption = spec.caption, link_preview = spec.link_preview == true or nil,
+                 card_id = spec.card_id } -- card_id: a card the channel made (Feishu CardKit)
   if spec.image or spec.image_bytes then
     local blob, err = store_image(spec.image, spec.image_bytes)
     if not blob then return nil, err end

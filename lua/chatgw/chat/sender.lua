@@ -163,15 +163,17 @@ local function admit_wait(st, row, class)
   end
 end
 
-local function text_limits(def)
+local function text_limits(def, body)
   local l = def.limits or {}
-  return l.text_max, l.text_unit or "codepoints"
+  local max = l.text_max
+  if l.text_max_for then max = l.text_max_for(body) or max end -- by kind (Feishu: text vs card)
+  return max, l.text_unit or "codepoints"
 end
 
 -- The texts a body is sent as (one part unless the text is longer than the platform takes; an
 -- image with its caption is one part). { false } when there is no text.
 local function parts_of(def, body)
-  local tmax, unit = text_limits(def)
+  local tmax, unit = text_limits(def, body)
   if type(body.text) ~= "string" then return { false } end
   -- a text of at most tmax bytes fits in any unit (a UTF-16 code unit takes 1 byte or more)
   if not tmax or body.image_blob or #body.text <= tmax then return { body.text } end

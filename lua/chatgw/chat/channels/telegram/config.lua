@@ -1,5 +1,6 @@
--- chatgw.chat.channels.telegram.config: the `channels.telegram` config section (seed 000's
--- place for it) and the accounts it describes, with their environment variables.
+-- chatgw.chat.channels.telegram.config: the `channels.telegram` config schema (seed 000's place
+-- for it; chat/channels/config.lua registers the section) and the accounts it describes, with
+-- their environment variables.
 --
 -- One bot (the usual case): TELEGRAM_BOT_TOKEN (or the variable channels.telegram.bot_token_env
 -- names), account "default". Several: channels.telegram.accounts.<name> = { token_env, mode,
@@ -13,8 +14,7 @@ local M = {}
 local MODES = { "poll", "webhook" }
 local NAME = "^[a-z][a-z0-9_]*$"
 
-config.register_section("channels", { type = "map", fields = {
-  telegram = { type = "map", fields = {
+M.schema = { type = "map", fields = {
     bot_token_env = { type = "string", default = "TELEGRAM_BOT_TOKEN", min_len = 1, max_len = 128,
       doc = "The environment variable holding the bot token of the default account (seed 000's name)." },
     api_base = { type = "string", default = "https://api.telegram.org", min_len = 1, max_len = 1023,
@@ -39,13 +39,7 @@ config.register_section("channels", { type = "map", fields = {
         webhook_secret_env = { type = "string", min_len = 1, max_len = 128 },
         username = { type = "string", min_len = 1, max_len = 64 },
       } } },
-  } },
-  -- seed 000 kept the Feishu allowlist here too; the Feishu channel's own keys come with it
-  feishu = { type = "map", fields = {
-    allowlist_mode = { type = "string", enum = { "off", "owner_only", "auth" },
-      doc = "Seed 000's place for the Feishu allowlist mode; `chat.channels.feishu.allowlist_mode` wins." },
-  } },
-} })
+  } }
 
 local function env(getenv, name)
   local v = name and getenv(name)

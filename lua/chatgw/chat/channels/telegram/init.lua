@@ -11,6 +11,7 @@ local chatgw = chatgw
 local chat = require "chatgw.chat"
 local handlers = require "chatgw.chat.handlers"
 local supervisor = require "chatgw.supervisor"
+require "chatgw.chat.channels.config" -- the channels: section
 local tgconfig = require "chatgw.chat.channels.telegram.config"
 local apimod = require "chatgw.chat.channels.telegram.api"
 local deliver = require "chatgw.chat.channels.telegram.deliver"

@@ -49,8 +49,9 @@ return {
       return msg:reply("told: " .. st.status)
     end
     if c == "stream" then
+      local n, ms = tonumber(msg.argv[1]) or 15, tonumber(msg.argv[2]) or 60
       local s = msg:stream()
-      for i = 1, 15 do s:write("w" .. i .. " ") chatgw.sleep(60) end
+      for i = 1, n do s:write("w" .. i .. " ") chatgw.sleep(ms) end
       return s:finish()
     end
   end,
@@ -471,6 +472,20 @@ class FeishuTest(GatewayTest):
         self.assertGreater(msgs[0]["edits"], 0)
         self.assertLessEqual(msgs[0]["edits"], 20)
         self.assertEqual(self.fs.cards, {})
+
+    def test_a_stream_by_edits_keeps_to_20_edits_and_ends_exact(self):
+        cfg = ("chat:\n  governor:\n    feishu: { chat_rate: 1000, chat_burst: 1000 }\n"
+               "channels:\n  feishu:\n    stream: edit\n")
+        self.start(config=cfg)
+        self.say("oc_p2p19", "/stream 80 25")
+        want = "".join("w%d " % i for i in range(1, 81)).strip()
+        self.wait(lambda: want in [t.strip() for t in self.texts("oc_p2p19")], 15, "final text")
+        time.sleep(0.3)
+        msgs = self.fs.messages("oc_p2p19")
+        self.assertLessEqual(msgs[0]["edits"], 20, "edited up to Feishu's limit and no further")
+        self.assertGreater(msgs[0]["edits"], 5, "edited as it grew")
+        self.assertEqual(msgs[-1]["text"].strip(), want, "the final text is exact")
+        self.assertEqual([c for c in self.fs.calls(method="PUT") if c["code"]], [], "no edit refused")
 
     def test_two_apps_each_on_its_own_path(self):
         cfg = ("channels:\n  feishu:\n    accounts:\n      second:\n        app_id_env: APP2_ID\n"

@@ -146,10 +146,14 @@ Stream.__index = Stream
 M.limited = limited
 
 -- The text so far is sent at the first write, then edited as it grows (the outbox coalesces
--- edits and the governor paces them); a channel without edits gets one message at finish.
+-- edits and the governor paces them); a channel without edits gets one message at finish. A
+-- channel that takes only so many edits of a message (def.limits.max_edits: Feishu 20) gets
+-- at most that many: the last one is kept for the final text, and past the cap the final text
+-- goes as a message of its own.
 function M.edit_stream(msg)
   local def = M.channel_def and M.channel_def(msg.channel)
   return setmetatable({ msg = msg, text = "", edits = def and def.capabilities and def.capabilities.edit,
+                        max_edits = def and def.limits and def.limits.max_edits, n_edits = 0,
                         handle = nil, done = false }, Stream)
 end
 
@@ -176,8 +180,10 @@ function Stream:write(delta)
     self.handle = h
     return true
   end
+  if self.max_edits and self.n_edits >= self.max_edits - 1 then return true end -- the last is the final's
   local h, err = self.handle:edit(shown)
   if not h then return nil, err end
+  self.n_edits = self.n_edits + 1
   return true
 end
 
@@ -191,7 +197,7 @@ function Stream:finish(text)
   end
   if self.text == "" then return nil end
   local final = limited(self.msg, self.text)
-  if self.handle then
+  if self.handle and not (self.max_edits and self.n_edits >= self.max_edits) then
     local _, err = self.handle:edit(final, { final = true }) -- a message's priority
     if err then return nil, err end
     return self.handle

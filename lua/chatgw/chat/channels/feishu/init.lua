@@ -210,7 +210,7 @@ M.def = {
   end,
   capabilities = { edit = true, delete = true, buttons = true, images = true },
   -- text content up to 150 KB, post and card 30 KB (bytes of the request's content)
-  limits = { button_data_max = 1024, text_max = 28000, text_unit = "bytes",
+  limits = { button_data_max = 1024, text_max = 28000, text_unit = "bytes", max_edits = 20,
              text_max_for = function(body)
                if body.buttons or body.format == "markdown" then return 28000 end
                return 140000

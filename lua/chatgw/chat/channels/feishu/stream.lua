@@ -6,7 +6,7 @@
 -- with the text so far (PUT .../elements/<id>/content) with a strictly increasing `sequence`,
 -- at most 5 operations a second (Feishu allows 10 per card). At finish the full text goes in
 -- and streaming mode is closed (PATCH .../settings). When the card cannot be made, the stream
--- edits a text message instead (at most 18 edits: Feishu allows 20 per message), and past that,
+-- edits a text message instead (at most 20 edits, Feishu's limit per message), and past that,
 -- or when the card's final update fails, the final text is sent as a message of its own. The
 -- final text is always exact.
 local chatgw = chatgw
@@ -21,56 +21,10 @@ local M = {}
 
 local ELEMENT = "md_1"
 local PUSH_MS = 200
-local MAX_EDITS = 18
 
--- ---- a text message edited as it grows (the fallback) ----
-
-local Edits = {}
-Edits.__index = Edits
-
-function M.edits(msg)
-  return setmetatable({ msg = msg, text = "", edits = 0, done = false }, Edits)
-end
-
-function Edits:write(delta)
-  if self.done then error("stream:write: the stream has finished", 2) end
-  if type(delta) ~= "string" then error("stream:write: delta must be a string, got " .. type(delta), 2) end
-  self.text = self.text .. delta
-  if not self.text:find("%S") then return true end
-  local shown = model.limited(self.msg, self.text)
-  if not self.handle then
-    local h, err = self.msg:reply(shown)
-    if not h then return nil, err end
-    self.handle = h
-  elseif self.edits < MAX_EDITS then
-    self.edits = self.edits + 1
-    local _, err = self.handle:edit(shown)
-    if err then return nil, err end
-  end
-  return true
-end
-
-function Edits:finish(text)
-  if self.done then return self.handle end
-  self.done = true
-  if text ~= nil then
-    if type(text) ~= "string" then error("stream:finish: text must be a string, got " .. type(text), 2) end
-    self.text = text
-  end
-  if self.text == "" then return nil end
-  local final = model.limited(self.msg, self.text)
-  if self.handle and self.edits < MAX_EDITS + 1 then
-    local _, err = self.handle:edit(final, { final = true })
-    if not err then return self.handle end
-  end
-  self.handle = self.msg:reply(final) -- out of edits: the final text as its own message
-  return self.handle
-end
-
-function Edits:fail(err)
-  local note = texts.get("stream_failed", { error = tostring(err or "error") })
-  return self:finish((self.text ~= "" and (self.text .. "\n") or "") .. note)
-end
+-- The fallback is the chat layer's stream of edits (model.edit_stream), which keeps to
+-- def.limits.max_edits (Feishu allows 20 edits of a message).
+M.edits = model.edit_stream
 
 -- ---- a CardKit streaming card ----
 

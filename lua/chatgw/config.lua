@@ -107,6 +107,7 @@ local function check_schema(s, where)
     for k, f in pairs(s.fields) do check_schema(f, where .. "." .. tostring(k)) end
   elseif s.type == "dict" then
     check_schema(s.values, where .. ".<values>")
+    for k, f in pairs(s.reserved or {}) do check_schema(f, where .. "." .. tostring(k)) end
   elseif s.type == "list" then
     check_schema(s.items, where .. ".<items>")
   end
@@ -149,7 +150,12 @@ local function default_of(s)
     return t
   end
   if s.default ~= nil then return deepcopy(s.default) end
-  if s.type == "dict" or s.type == "list" then return {} end
+  if s.type == "dict" then -- reserved keys (providers.default) have defaults of their own
+    local t = {}
+    for k, f in pairs(s.reserved or {}) do t[k] = default_of(f) end
+    return t
+  end
+  if s.type == "list" then return {} end
   return nil
 end
 
@@ -387,9 +393,13 @@ end
 
 function CONVERT.dict(s, node, path, ctx)
   local out = default_of(s)
+  local reserved = s.reserved or {}
   for _, e in ipairs(node.entries) do
     local sub = join(path, e.key)
-    if s.key_pattern and not e.key:match(s.key_pattern) then
+    if reserved[e.key] then -- a key with a schema of its own among the named entries
+      ctx.lines[sub] = e.line
+      out[e.key] = convert(reserved[e.key], e.value, sub, ctx)
+    elseif s.key_pattern and not e.key:match(s.key_pattern) then
       ctx.err(e.line, ("%s: invalid name '%s' (must match %s)")
         :format(path, e.key, s.key_pattern:gsub("^%^", ""):gsub("%$$", "")))
     else
@@ -399,7 +409,7 @@ function CONVERT.dict(s, node, path, ctx)
   end
   if s.max_keys then
     local n = 0
-    for _ in pairs(out) do n = n + 1 end
+    for k in pairs(out) do if not reserved[k] then n = n + 1 end end
     if n > s.max_keys then
       ctx.err(node.line, ("%s: at most %d entries allowed, got %d"):format(path, s.max_keys, n))
     end
@@ -697,9 +707,17 @@ function M.doc_rows(section)
       for k, f in pairs(s.items.fields) do walk(f, path .. "[]." .. k) end
     end
   end
+  local function walk_dict(s, path) -- its reserved keys, then (doc_values) its entries' keys
+    for k, f in pairs(s.reserved or {}) do walk(f, path .. "." .. k) end
+    if s.doc_values and s.values.type == "map" then
+      for k, f in pairs(s.values.fields) do walk(f, path .. ".<name>." .. k) end
+    end
+  end
   local s = root.fields[section]
   if s.type == "map" then
     for k, f in pairs(s.fields) do walk(f, section .. "." .. k) end
+  elseif s.type == "dict" and (s.reserved or s.doc_values) then
+    walk_dict(s, section)
   else
     walk(s, section)
   end

@@ -125,7 +125,7 @@ local function attempt(copts, on_chunk)
     local kind, a, b, c, d, e = next_event(h)
     if kind == "chunk" then
       streamed = true
-      local ok, err = pcall(on_chunk, a)
+      local ok, err = pcall(on_chunk, a, b)
       if not ok then
         h:close()
         error(err, 0)

@@ -323,5 +323,6 @@ require("chatgw.chat.channels.test").install(M) -- the test channel (chatgw test
 require("chatgw.chat.channels.ws").install(M) -- the ws chat channel (chat.send over /ws)
 require("chatgw.chat.channels.telegram").install(M) -- Telegram (on with TELEGRAM_BOT_TOKEN)
 require("chatgw.chat.channels.feishu").install(M) -- Feishu/Lark (on with FEISHU_APP_ID and FEISHU_APP_SECRET)
+require("chatgw.ai").install(M) -- chatgw.ai, AI providers, POST /v1/tasks, /reset (lua/chatgw/ai/)
 
 return M

@@ -139,7 +139,7 @@ local function stub_http(opts)
           or (ct == nil and res.body:find("^%s*[%[{]"))) then
         res.json = json.decode(res.body)
       end
-      if opts.on_chunk and res.body ~= "" then opts.on_chunk(res.body) end
+      if opts.on_chunk and res.body ~= "" then opts.on_chunk(res.body, res.status or 200) end
       return res
     end
   end

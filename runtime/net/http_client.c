@@ -576,7 +576,10 @@ const char *http_xfer_error(const http_xfer_t *x) {
 }
 
 long http_xfer_status(const http_xfer_t *x) {
-  return x->status;
+  if (x->done) return x->status;
+  long st = 0; /* streaming: the status of the response being received (its headers are in) */
+  if (x->easy) curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &st);
+  return st;
 }
 
 const char *http_xfer_body(const http_xfer_t *x, size_t *len) {

@@ -66,6 +66,8 @@ void http_xfer_poke(http_xfer_t *x);
 /* After done: NULL when the transfer succeeded (a response of any status), else the error as
  * "code: message" with code one of timeout, connect, dns, tls, too_large, cancelled, io. */
 const char *http_xfer_error(const http_xfer_t *x);
+/* The response status: final after done; while streaming, that of the response whose body is
+ * arriving (0 before its headers). */
 long http_xfer_status(const http_xfer_t *x);
 /* The buffered body (empty when streaming). */
 const char *http_xfer_body(const http_xfer_t *x, size_t *len);

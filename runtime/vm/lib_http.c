@@ -2,7 +2,7 @@
  *
  *   local h = chatgw._http_start(opts)  -- starts a transfer; raises on misuse
  *   chatgw._http_next(h)                -- yields until the next event:
- *       "chunk", bytes                   (streaming only)
+ *       "chunk", bytes, status           (streaming only; status of the response)
  *       "done", status, headers, body, effective_url, duration_ms
  *       nil, "code: message"             (transport failure, cancelled)
  *   h:close()  h:host()
@@ -73,8 +73,9 @@ static int push_event(lua_State *T, http_xfer_t *x) {
   if (http_xfer_chunk_len(x) > 0) {
     lua_pushliteral(T, "chunk");
     lua_pushlstring(T, http_xfer_chunk(x), http_xfer_chunk_len(x));
+    lua_pushinteger(T, (lua_Integer)http_xfer_status(x));
     http_xfer_chunk_taken(x); /* may unpause the transfer */
-    return 2;
+    return 3;
   }
   if (!http_xfer_done(x)) return 0;
   const char *err = http_xfer_error(x);

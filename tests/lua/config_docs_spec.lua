@@ -7,6 +7,8 @@ local config = require "chatgw.config"
 require "chatgw.ws"
 require "chatgw.chat.config" -- the chat: section (lua/chatgw/chat/config.lua)
 require "chatgw.chat.channels.config" -- the channels: section (telegram, feishu)
+require "chatgw.providers.config" -- the providers: section
+require "chatgw.ai.config" -- the ai: section
 
 local spec = require "spec_helper"
 local check = spec.check
@@ -15,7 +17,7 @@ local f = assert(io.open("docs/config.md", "rb"))
 local doc = f:read("*a")
 f:close()
 
-for _, section in ipairs({ "http", "ws", "chat", "channels" }) do
+for _, section in ipairs({ "http", "ws", "chat", "channels", "providers", "ai" }) do
   print("# " .. section)
   local known = {}
   for _, r in ipairs(config.doc_rows(section)) do

@@ -47,10 +47,19 @@ local function short_id()
   return chatgw.crypto.hex(chatgw.crypto.random_bytes(4))
 end
 
+-- The message (or press) each running handler coroutine serves: chatgw.ai.chat applies the
+-- chat rate limits to calls made from one (M.current_msg()).
+local serving = setmetatable({}, { __mode = "k" })
+function M.current_msg() return serving[coroutine.running()] end
+
 -- Runs a handler function with msg (or cb); a raise is logged, and answered with a short error.
 local function invoke(entry, what, fn, msg, ...)
   local t0 = chatgw.now()
+  local co = coroutine.running()
+  local outer = serving[co]
+  serving[co] = msg
   local ok, r = xpcall(fn, traceback, msg, ...)
+  serving[co] = outer
   seconds:observe({ channel = msg.channel }, (chatgw.now() - t0) / 1000)
   if ok then return r end
   local id = short_id()

@@ -27,6 +27,9 @@ local TEXTS = {
     help_desc = "list the commands",
     start_desc = "start",
     auth_desc = "manage the chats allowed to use this bot (owner)",
+    reset_desc = "forget this conversation",
+    reset_done = "Done: this conversation starts afresh.",
+    ai_rate_limited = "Too many questions at once: try again in {seconds} s.",
   },
   zh = {
     help_header = "你可以使用的命令：",
@@ -51,6 +54,9 @@ local TEXTS = {
     help_desc = "列出命令",
     start_desc = "开始",
     auth_desc = "管理可使用本机器人的会话（所有者）",
+    reset_desc = "清除本会话的记忆",
+    reset_done = "好的，本会话已重新开始。",
+    ai_rate_limited = "提问太频繁，请 {seconds} 秒后再试。",
   },
 }
 

@@ -343,7 +343,8 @@ end
 function M.health()
   local out = {}
   for _, p in ipairs(state.list) do
-    local e = { kind = p.kind, model = p.model, base_url = p.base_url, state = p.off_reason and "off" or "on",
+    local e = { kind = p.kind, model = p.model, base_url = (p.base_url:gsub("//[^/@]+@", "//<userinfo>@")),
+                state = p.off_reason and "off" or "on",
                 reason = p.off_reason }
     if not p.off_reason then e.breaker = breaker(p):state() end
     out[p.name] = e

@@ -17,13 +17,14 @@
 -- chatgw.providers does per request: format.stream(emit, out), :feed(chunk) for each chunk,
 -- :finish(), emit appending the delta to a table (as providers/init.lua's attempt() does, with
 -- a pcall of a no-op stream callback), then table.concat. The text and the end event are
--- checked after every case. The CPU (os.clock) of all reps / reps = µs per stream.
+-- checked after every case. CPU: os.clock over 5 batches of REPS/5 parses; µs per stream is the
+-- median batch's CPU / its parses (best_us_per_stream: the fastest batch's).
 -- Two reference rows show where the time goes: "SSE framing only" (stream.sse with a no-op
 -- event callback: line splitting and field parsing) and "JSON decode only" (chatgw.json.decode
 -- of the TOKENS data payloads, already split).
 -- Prints one line per case:
 --   SSE case=<name> chunk=<bytes> bytes=<stream bytes> chunks=<n> tokens=<n> reps=<n>
---       us_per_stream=<x> us_per_token=<x> mb_per_s=<x>
+--       us_per_stream=<x> us_per_token=<x> mb_per_s=<x> best_us_per_stream=<x>
 local repo = arg[1] or error("usage: luajit sse_parse.lua REPO [REPS] [MAX_SECONDS] [TOKENS]")
 local REPS = tonumber(arg[2] or "2000")
 local MAX_S = tonumber(arg[3] or "20")
@@ -132,25 +133,36 @@ local function decode_only(payloads)
   return n
 end
 
--- runs fn REPS times (or until MAX_S of CPU), after a warm-up; µs of CPU per call
+-- runs fn REPS times (or until MAX_S of CPU), after a warm-up, in BATCHES batches; µs of CPU
+-- per call: the median batch and the fastest. (On a shared VM the same code's speed drifts by up
+-- to 2x over seconds; the median of batches spread over the case's time is steadier than the mean.)
+local BATCHES = 5
 local function time_it(fn)
   for _ = 1, math.min(50, REPS) do fn() end -- warm-up: let the JIT record its traces
   collectgarbage("collect")
-  local t0 = clock()
-  local deadline = t0 + MAX_S
-  local done = 0
-  for _ = 1, REPS do
-    fn()
-    done = done + 1
-    if done % 16 == 0 and clock() > deadline then break end
+  local per = math.max(1, math.floor(REPS / BATCHES))
+  local deadline = clock() + MAX_S
+  local us, done = {}, 0
+  for b = 1, BATCHES do
+    local t0, k = clock(), 0
+    for _ = 1, per do
+      fn()
+      k = k + 1
+      if k % 16 == 0 and clock() > deadline then break end
+    end
+    us[b] = (clock() - t0) * 1e6 / k
+    done = done + k
+    if clock() > deadline then break end
   end
-  local secs = clock() - t0
-  return secs * 1e6 / done, done
+  table.sort(us)
+  local m = #us
+  local median = m % 2 == 1 and us[(m + 1) / 2] or (us[m / 2] + us[m / 2 + 1]) / 2
+  return median, done, us[1]
 end
 
-local function report(name, chunk, bytes, nchunks, us, done)
-  io.write(("SSE case=%s chunk=%d bytes=%d chunks=%d tokens=%d reps=%d us_per_stream=%.1f us_per_token=%.3f mb_per_s=%.1f\n")
-    :format(name, chunk, bytes, nchunks, TOKENS, done, us, us / TOKENS, bytes / us))
+local function report(name, chunk, bytes, nchunks, us, done, best)
+  io.write(("SSE case=%s chunk=%d bytes=%d chunks=%d tokens=%d reps=%d us_per_stream=%.1f us_per_token=%.3f mb_per_s=%.1f best_us_per_stream=%.1f\n")
+    :format(name, chunk, bytes, nchunks, TOKENS, done, us, us / TOKENS, bytes / us, best))
   io.stdout:flush()
 end
 
@@ -166,19 +178,19 @@ for _, c in ipairs(cases) do
     local text, out = parse(fmt, chunks, noop)
     if text ~= expected then error(name .. "/" .. size .. ": the parsed text differs from the tokens") end
     if not out.done then error(name .. "/" .. size .. ": no end event seen") end
-    local us, done = time_it(function() parse(fmt, chunks, noop) end)
+    local us, done, best = time_it(function() parse(fmt, chunks, noop) end)
     text, out = parse(fmt, chunks, noop)
     if text ~= expected or not out.done then error(name .. "/" .. size .. ": wrong result after the timed runs") end
-    report(name, size, #s, #chunks, us, done)
+    report(name, size, #s, #chunks, us, done, best)
   end
   if name == "openai" then
     local chunks = cut(s, 1400)
     local n = framing_only(chunks)
     if n ~= TOKENS + 1 then error("framing: " .. n .. " events, want " .. (TOKENS + 1)) end
-    local us, done = time_it(function() framing_only(chunks) end)
-    report("openai-sse-framing-only", 1400, #s, #chunks, us, done)
+    local us, done, best = time_it(function() framing_only(chunks) end)
+    report("openai-sse-framing-only", 1400, #s, #chunks, us, done, best)
     if decode_only(payloads) ~= TOKENS then error("decode: a payload did not decode") end
-    us, done = time_it(function() decode_only(payloads) end)
-    report("openai-json-decode-only", 0, #s, 0, us, done)
+    us, done, best = time_it(function() decode_only(payloads) end)
+    report("openai-json-decode-only", 0, #s, 0, us, done, best)
   end
 end

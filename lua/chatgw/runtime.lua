@@ -235,7 +235,26 @@ local function run_handler(route, req)
   return json_error(500, "internal_error", nil, { request_id = req.id })
 end
 
+-- A listener's guard runs before its routes, the token and the body's JSON: fn(req) -> nothing
+-- to go on, or status, body[, headers] to answer (the notify listener refuses peers that are
+-- not internal, before anything else).
+local guards = {}
+function M.register_listener_guard(listener, fn) guards[listener] = fn end
+
 function M.dispatch(req)
+  local guard = guards[req.listener]
+  if guard then
+    local ok, s, b, h = pcall(guard, req)
+    if not ok then
+      chatgw.log.error("listener guard failed", { listener = req.listener, error = tostring(s) })
+      local s2, b2, h2 = json_error(500, "internal_error")
+      return s2, b2, h2, nil
+    end
+    if s then
+      if type(b) == "table" then return s, json.encode(b), h or { ["Content-Type"] = JSON_CT }, nil end
+      return s, b, h, nil
+    end
+  end
   local router = M.routers[req.listener]
   if not router then
     local s, b, h = json_error(404, "not_found")
@@ -324,5 +343,6 @@ require("chatgw.chat.channels.ws").install(M) -- the ws chat channel (chat.send 
 require("chatgw.chat.channels.telegram").install(M) -- Telegram (on with TELEGRAM_BOT_TOKEN)
 require("chatgw.chat.channels.feishu").install(M) -- Feishu/Lark (on with FEISHU_APP_ID and FEISHU_APP_SECRET)
 require("chatgw.ai").install(M) -- chatgw.ai, AI providers, POST /v1/tasks, /reset (lua/chatgw/ai/)
+require("chatgw.notify").install(M) -- the notify API on the notify listener (lua/chatgw/notify/)
 
 return M

@@ -21,6 +21,7 @@ int lib_open_state(lua_State *L, vm_t *vm, void *ud, char *err, size_t errlen) {
   lib_store_register(L, t, host);
   lib_event_register(L, t, host);
   lib_crypto_register(L, t);
+  lib_fs_register(L, t);
   lua_setglobal(L, "chatgw");
 
   /* The runtime's Lua layer: sandbox, loader, router, dispatcher. */

@@ -59,5 +59,6 @@ void lib_ws_register(lua_State *L, int t);
 void lib_store_register(lua_State *L, int t, lib_host_t *host);
 void lib_event_register(lua_State *L, int t, lib_host_t *host);
 void lib_crypto_register(lua_State *L, int t);
+void lib_fs_register(lua_State *L, int t);
 
 #endif

@@ -225,11 +225,17 @@ class ConfigTest(GatewayTest):
         self.assertEqual(r.status, 200, r)
 
     def test_route_on_undeclared_listener(self):
-        g = self.gw({"n.lua": NOTIFY}, start=False)
+        # (notify always exists now, as the notify API's listener: another name is undeclared)
+        g = self.gw({"n.lua": NOTIFY.replace('listener = "notify"', 'listener = "hooks"')}, start=False)
         path = os.path.join(g.handlers_dir, "n.lua")
         code, text = self.start_failing(g)
         self.assertEqual(code, 1, text)
-        self.assertRegex(text, re.escape(path) + r":\d+: .*notify")
+        self.assertRegex(text, re.escape(path) + r":\d+: .*hooks")
+
+    def test_the_notify_listener_exists_without_a_config_file(self):
+        g = self.gw({"n.lua": NOTIFY}, env={"INTEGRATIONS_PORT": "0"})
+        r = g.request("POST", "/notify/hook", json_body={"a": 1}, listener="notify")
+        self.assertEqual(r.json()["listener"], "notify")
 
     def test_bad_listener_name(self):
         g = self.gw({"h.lua": ECHO_CFG}, start=False, config="""\

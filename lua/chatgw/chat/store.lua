@@ -78,4 +78,8 @@ function M.state_set(key, value)
     key, tostring(value), chatgw.time())
 end
 
+function M.state_delete(key)
+  return chatgw.db.exec("DELETE FROM chat_state WHERE k = ?", key)
+end
+
 return M

@@ -4,8 +4,9 @@
 // fixed, non-streamed completion ("ok"). Keep-alive; 127.0.0.1 only.
 // GET /control/stats -> {"requests", "bad_requests", "connections", "streamed"}: requests counts
 // the completions answered 200, bad_requests anything else (wrong path, method or key, or a body
-// without "messages"; the first 20 are logged), connections the TCP connections accepted,
-// streamed the requests that asked for a stream (answered unstreamed all the same).
+// without "messages"; the first 20 are logged), connections the TCP connections that carried a
+// completion request (not those of /control), streamed the requests that asked for a stream
+// (answered unstreamed all the same).
 // Prints "listening PORT" when ready and the counts on SIGTERM. Usage: node fake_llm.js [port]
 "use strict";
 const http = require("http");
@@ -48,12 +49,12 @@ const server = http.createServer((req, res) => {
     // a cheap sanity check of the request (no JSON parse: the fake should cost little)
     if (body.indexOf('"messages"') < 0) return refuse(res, 400, "no messages in " + body.toString().slice(0, 200));
     if (body.indexOf('"stream":true') >= 0) streamed++;
+    if (!req.socket.benchCounted) { req.socket.benchCounted = true; conns++; }
     requests++;
     res.writeHead(200, HEADERS);
     res.end(ANSWER);
   });
 });
-server.on("connection", () => conns++);
 server.keepAliveTimeout = 120000;
 server.headersTimeout = 125000;
 server.requestTimeout = 0;

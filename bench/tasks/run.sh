@@ -84,6 +84,11 @@ log "chatgw: $CHATGW_BIN; output in $OUT"
 SRV_PIN=(env); [ -z "$SERVER_CPU" ] || SRV_PIN=(taskset -c "$SERVER_CPU")
 CLI_PIN=(env); [ -z "$CLIENT_CPU" ] || CLI_PIN=(taskset -c "$CLIENT_CPU")
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; } # utime+stime, all threads
+forget_pid() { # forget_pid PID: drop an ended process from PIDS (its PID may be reused later)
+  local p keep=()
+  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 steal_total() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; } # steal, all ticks
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
@@ -149,19 +154,23 @@ r="$(post "Bearer nope" "$CHECK_BODY")"
 
 # ---- load ---------------------------------------------------------------------------------
 RUN_TAG="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
-# wrk_run NAME SECONDS [LIMIT] -> prints the BENCH and TASKS lines; output in $OUT/wrk-NAME.txt
+# wrk_run NAME SECONDS [LIMIT]: one wrk run (in the background, its PID in PIDS, so that it is
+# stopped with the rest on any exit); sets WRK_LINE to its BENCH and TASKS lines
+WRK_LINE=""
 wrk_run() {
-  local name="$1" secs="$2" limit="${3:-}" file="$OUT/wrk-$1.txt"
-  BENCH_TASK_PREFIX="$RUN_TAG-$name" BENCH_TASK_LIMIT="$limit" \
-    timeout --kill-after=5 "$((secs + 30))" \
-    "${CLI_PIN[@]}" wrk -t1 -c"$CONC" -d"${secs}s" --timeout 5s --latency \
-    -s "$HERE/tasks.lua" "$URL" >"$file" 2>&1 || die "wrk failed, see $file"
-  grep -E '^(BENCH|TASKS) ' "$file" | tr '\n' ' '
+  local name="$1" secs="$2" limit="${3:-}" file="$OUT/wrk-$1.txt" wpid
+  ( BENCH_TASK_PREFIX="$RUN_TAG-$name" BENCH_TASK_LIMIT="$limit" exec timeout --kill-after=5 "$((secs + 30))" \
+      "${CLI_PIN[@]}" wrk -t1 -c"$CONC" -d"${secs}s" --timeout 5s --latency \
+      -s "$HERE/tasks.lua" "$URL" >"$file" 2>&1 ) &
+  wpid=$!; PIDS+=("$wpid")
+  wait "$wpid" || { forget_pid "$wpid"; die "wrk failed, see $file"; }
+  forget_pid "$wpid"
   grep -q '^TASKS ' "$file" || die "no TASKS line in $file"
+  WRK_LINE="$(grep -E '^(BENCH|TASKS) ' "$file" | tr '\n' ' ')"
 }
 
 log "warm-up (${WARMUP}s, $CONC connections)"
-wrk_run warmup "$WARMUP" >/dev/null
+wrk_run warmup "$WARMUP"
 
 RAW="$OUT/raw.tsv"
 printf 'run\trequests\tseconds\trps\tp50_us\tp99_us\tcpu_us_per_task\tserver_busy_pct\tnon2xx\terrors\tnotok\tcached\tllm_calls\tnew_conns\tfake_cpu_us_per_call\trss_kib\tloadavg1\tsteal_pct\n' >"$RAW"
@@ -172,7 +181,7 @@ for run in $(seq 1 "$RUNS"); do
   l0="$(fake_stat requests)"; k0="$(fake_stat connections)"; f0="$(cpu_ticks "$FAKE_PID")"
   read -r s0 a0 < <(steal_total)
   t0="$(cpu_ticks "$GW_PID")"
-  line="$(wrk_run "run$run" "$secs" "$N")"
+  wrk_run "run$run" "$secs" "$N"; line="$WRK_LINE"
   t1="$(cpu_ticks "$GW_PID")"
   read -r s1 a1 < <(steal_total)
   f1="$(cpu_ticks "$FAKE_PID")"; l1="$(fake_stat requests)"; k1="$(fake_stat connections)"
@@ -197,7 +206,7 @@ LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$PERF" = "1" ]; then
   psecs=$(( DURATION < 5 ? DURATION : 5 ))
   log "profile: perf record -g -p $GW_PID for ${psecs}s under load"
-  ( BENCH_TASK_PREFIX="$RUN_TAG-perf" timeout --kill-after=5 "$((psecs + 32))" \
+  ( BENCH_TASK_PREFIX="$RUN_TAG-perf" exec timeout --kill-after=5 "$((psecs + 32))" \
       "${CLI_PIN[@]}" wrk -t1 -c"$CONC" -d"$((psecs + 2))s" --timeout 5s --latency \
       -s "$HERE/tasks.lua" "$URL" >"$OUT/wrk-perf.txt" 2>&1 ) &
   WRK_PERF_PID=$!; PIDS+=("$WRK_PERF_PID")
@@ -205,17 +214,19 @@ if [ "$PERF" = "1" ]; then
   timeout --kill-after=5 "$((psecs + 20))" perf record -F 999 -g -p "$GW_PID" -o "$OUT/perf.data" \
     -- sleep "$psecs" >"$OUT/perf-record.log" 2>&1 || log "perf record failed, see $OUT/perf-record.log"
   wait "$WRK_PERF_PID" 2>/dev/null || true
+  forget_pid "$WRK_PERF_PID"
   rep() { timeout 120 perf report -i "$OUT/perf.data" --no-children --stdio -g none "$@" 2>/dev/null |
     grep -v '^#' | grep -v '^$' || true; }
   rep --sort dso | head -15 >"$OUT/perf-dso.txt"
-  rep --sort pid | head -8 >"$OUT/perf-threads.txt"
+  { rep --sort pid | head -8
+    echo "(tid $GW_PID is the event loop; the others are the store's writer and reader threads)"; } >"$OUT/perf-threads.txt"
   rep --sort dso,sym | head -30 >"$OUT/perf-sym.txt"
 fi
 
 # ---- chatgw's log: anything at warn or above -----------------------------------------------
 grep -E '"level":"(warn|error|fatal)"' "$OUT/chatgw.log" >"$OUT/chatgw-warnings.log" || true
-stop_pid "$GW_PID"
-stop_pid "$FAKE_PID"
+stop_pid "$GW_PID"; forget_pid "$GW_PID"
+stop_pid "$FAKE_PID"; forget_pid "$FAKE_PID"
 FAKE_BAD="$(sed -n 's/^stats .*"bad_requests":\([0-9]*\).*/\1/p' "$OUT/fake.log")"
 
 # ---- part 2: SSE parsing in Lua ------------------------------------------------------------
@@ -235,7 +246,6 @@ import csv, os, re, statistics, sys
  load_start, load_end, fake_bad, sse_reps, perf) = sys.argv[1:]
 rows = list(csv.DictReader(open(os.path.join(out, "raw.tsv")), delimiter="\t"))
 med = lambda k: statistics.median(float(r[k]) for r in rows)
-each = lambda k, f="%.0f": ", ".join(f % float(r[k]) for r in rows)
 tot = lambda k: sum(int(r[k]) for r in rows)
 def ms(us): return "%.2f ms" % (us / 1000) if us >= 1000 else "%d µs" % us
 
@@ -252,7 +262,7 @@ print("| server CPU µs per task | %.1f | 537 | ≤ 50 | %s: %.1fx the goal, %.1
 print("| server CPU busy (CPU time / wall time) | %.0f %% | | | |" % med("server_busy_pct"))
 print("| non-2xx / socket errors (must be 0) | %d / %d | | 0 | |" % (tot("non2xx"), tot("errors")))
 print("| answers not ok:true / cached (must be 0) | %d / %d | | 0 | |" % (tot("notok"), tot("cached")))
-print("| model calls per task (fake's count / wrk's) | %.3f | | 1 | |" % (sum(int(r["llm_calls"]) for r in rows) / tot("requests")))
+print("| model calls per completed request (the fake's count; up to %s more a run are in flight when wrk stops) | %.3f | | 1 | |" % (conc, sum(int(r["llm_calls"]) for r in rows) / tot("requests")))
 print("| new connections to the model server per 1,000 tasks | %.0f | | | |" % (1000 * tot("new_conns") / tot("requests")))
 print("| VmRSS idle → after the runs | %.2f → %.2f MiB | | | |" % (int(rss_idle) / 1024, int(rss_after) / 1024))
 print()
@@ -270,6 +280,12 @@ print("wrk -t1 -c%s --latency (bench/tasks/tasks.lua) after a %s s warm-up; chat
       " Load average before: %s; after: %s."
       % (conc, warmup, server_cpu or "(none)", client_cpu or "(none)",
          "" if level == "info" else " but log.level %s" % level, fake_bad, load_start, load_end))
+print()
+print("Seed 000's figure (1,862 req/s, 537 µs server CPU per request, p99 253 ms) is the one issue 13 quotes;"
+      " the seed's README (seeds/000_b5421200f2a71f80.txt) says nothing of how it was measured (no tool,"
+      " concurrency or machine), so the comparison is of figures, not of like runs. wrk is a closed loop:"
+      " mean latency ≈ connections / req/s (%.1f ms here), so p99 ≤ 10 ms at %s connections needs well over"
+      " %.0f req/s." % (float(conc) / rps * 1000, conc, float(conc) / 0.010))
 warn = open(os.path.join(out, "chatgw-warnings.log")).read().splitlines()
 print()
 print("chatgw log lines at warn or above: %d%s" % (len(warn), (" (first: `%s`)" % warn[0][:300]) if warn else ""))

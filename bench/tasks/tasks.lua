@@ -3,7 +3,8 @@
 -- cached answer. Ids are "<BENCH_TASK_PREFIX>-<thread>-<counter>"; run.sh gives every wrk run a
 -- prefix of its own (a random part and the run's name), so ids never repeat in one chatgw.
 --   BENCH_TOKEN=... BENCH_TASK_PREFIX=... wrk -s bench/tasks/tasks.lua http://127.0.0.1:PORT/v1/tasks
--- BENCH_TASK_LIMIT=N (optional): each thread stops after N answers (wrk -d is then only a cap).
+-- BENCH_TASK_LIMIT=N (optional): the thread stops after N answers and ends the run at once
+-- (SIGINT to wrk's main thread, which then prints its summary; wrk -d is only a cap). Use -t1.
 -- Prints bench/wrk/common.lua's BENCH line, then
 --   TASKS notok=N cached=N
 -- notok: answers 200 whose body lacks "ok":true (e.g. llm_failed); cached: answers marked
@@ -15,6 +16,21 @@ local prefix = os.getenv("BENCH_TASK_PREFIX")
 if not prefix or prefix == "" then error("BENCH_TASK_PREFIX is not set") end
 
 local limit = tonumber(os.getenv("BENCH_TASK_LIMIT") or "")
+
+-- Ends the whole run (not only this thread): wrk's main thread sleeps for -d, or until a signal.
+local function end_run()
+  wrk.thread:stop()
+  local ok, ffi = pcall(require, "ffi") -- wrk embeds LuaJIT
+  if not ok then return end
+  pcall(ffi.cdef, "int getpid(void); long syscall(long number, ...); int kill(int pid, int sig);")
+  local pid = ffi.C.getpid()
+  local tgkill = ({ x64 = 234, arm64 = 131 })[ffi.arch]
+  if tgkill then -- to the main thread itself (tid = pid), so that its sleep ends
+    ffi.C.syscall(tgkill, ffi.cast("long", pid), ffi.cast("long", pid), ffi.cast("long", 2))
+  else
+    ffi.C.kill(pid, 2)
+  end
+end
 
 local threads = {}
 local next_id = 1
@@ -42,7 +58,7 @@ end
 
 function response(status, hdrs, body)
   answers = answers + 1
-  if limit and answers >= limit then wrk.thread:stop() end
+  if limit and answers == limit then end_run() end
   if status == 200 then
     if not body:find('"ok":true', 1, true) then
       notok = notok + 1

@@ -153,7 +153,7 @@ local function run(req, b, item)
   local over = { telegram = {}, feishu = {} }
   for _, side in ipairs({ "telegram", "feishu" }) do
     for _, id in ipairs(t[side]) do
-      local o = registry.overrides_of(reg(), b.project_id, side, id)
+      local o = ov(side, id) -- the minimum in force: set at run time, else the registry's
       over[side][id] = o == nil and NULL or o
     end
   end
@@ -161,7 +161,9 @@ local function run(req, b, item)
     local code, e2 = item.check()
     if code then return code, e2 end
   end
-  item.project_id, item.meta = b.project_id, b.meta
+  -- a JSON null project_id is no project (not the text "userdata: NULL" in notify_messages)
+  item.project_id = (type(b.project_id) == "string" or type(b.project_id) == "number") and b.project_id or nil
+  item.meta = b.meta
   item.update_key = (type(b.update_key) == "string" or type(b.update_key) == "number") and tostring(b.update_key) or nil
   item.dedupe_key = (type(b.dedupe_key) == "string" or type(b.dedupe_key) == "number") and tostring(b.dedupe_key) or nil
   item.dedupe_window_s = type(b.dedupe_window_s) == "number" and b.dedupe_window_s > 0 and b.dedupe_window_s or nil
@@ -192,14 +194,36 @@ local function text_route(req)
   return run(req, b, item)
 end
 
+local function inside_image_dirs(real)
+  for _, dir in ipairs(S.image_dirs) do
+    local d = chatgw.fs.realpath(dir)
+    if d and (real == d or real:sub(1, #d + 1) == d .. "/") then return true end
+  end
+  return false
+end
+
+-- A path that is not there: image_not_found only where it would lie in an allowed dir (its
+-- deepest existing ancestor resolved, the rest appended; ".." in the rest is not allowed), else
+-- image_path_not_allowed, so that the answer tells nothing about paths elsewhere.
+local function missing_reason(path)
+  local rest, p = "", path:sub(1, 1) == "/" and path or ("./" .. path)
+  while true do
+    local parent, name = p:match("^(.*)/([^/]*)$")
+    if not parent or name == ".." then return "image_path_not_allowed" end
+    if name ~= "" and name ~= "." then rest = "/" .. name .. rest end
+    local real = chatgw.fs.realpath(parent == "" and "/" or parent)
+    if real then
+      return inside_image_dirs((real == "/" and "" or real) .. rest) and "image_not_found" or "image_path_not_allowed"
+    end
+    p = parent
+  end
+end
+
 -- image_path must be in one of notify.image_dirs once symlinks are resolved.
 local function allowed_path(path)
   local real = chatgw.fs.realpath(path)
-  if not real then return nil, "image_not_found" end
-  for _, dir in ipairs(S.image_dirs) do
-    local d = chatgw.fs.realpath(dir)
-    if d and (real == d or real:sub(1, #d + 1) == d .. "/") then return real end
-  end
+  if not real then return nil, missing_reason(path) end
+  if inside_image_dirs(real) then return real end
   return nil, "image_path_not_allowed"
 end
 
@@ -335,7 +359,8 @@ function M.install(R)
   R.register_start("notify", function()
     shared:delete("checked")
     load_registry(shared:get("current") and "reload" or "boot")
-    if chatgw._mode ~= "test" and S.cfg.digest.threshold > 0 then
+    -- always: digests folded before a reload that turned the digest off still go out
+    if chatgw._mode ~= "test" then
       supervisor.internal{ name = "notify.digest", module = "notify", lock = "notify-digest",
         run = function()
           while true do

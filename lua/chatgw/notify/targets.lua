@@ -35,7 +35,9 @@ end
 
 function M.resolve(body, defaults)
   local target = M.normalize_target(body.target)
-  local direct = body.chat_id ~= nil and str_list(body.chat_id) or (is_list(body.chat_ids) and str_list(body.chat_ids) or {})
+  local chat_id = body.chat_id
+  if type(chat_id) == "userdata" then chat_id = nil end -- JSON null: absent (then chat_ids counts)
+  local direct = chat_id ~= nil and str_list(chat_id) or (is_list(body.chat_ids) and str_list(body.chat_ids) or {})
   local map = type(body.chat_ids_by_target) == "table" and body.chat_ids_by_target
     or (type(body.chat_ids) == "table" and not is_list(body.chat_ids) and body.chat_ids) or {}
   local ex_tg, ex_fs = str_list(map.telegram), str_list(map.feishu)

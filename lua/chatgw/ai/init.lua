@@ -82,13 +82,7 @@ function ai.task(b)
   if st then return nil, "bad_request: " .. code end
   local answer, cached = tasks.task(b)
   if not answer then return nil, cached end
-  if cached then
-    local out = {}
-    for k, v in pairs(answer) do out[k] = v end
-    out.cached = true
-    return out
-  end
-  return answer
+  return tasks.marked(answer, cached)
 end
 
 function ai.memory(x) return memory.open(x) end

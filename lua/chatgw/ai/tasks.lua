@@ -141,6 +141,16 @@ function M.task(b)
   return nil, "timeout: task " .. id .. " did not finish"
 end
 
+-- The answer as given to a caller: a stored one says "cached": true (a copy; the stored table
+-- is not changed).
+function M.marked(answer, cached)
+  if not cached then return answer end
+  local out = {}
+  for k, v in pairs(answer) do out[k] = v end
+  out.cached = true
+  return out
+end
+
 -- ---- HTTP ----
 
 local limiter
@@ -174,13 +184,7 @@ function M.post_route(req)
     chatgw.log.error("tasks: unavailable", { task_id = tostring(b.task_id), error = tostring(cached) })
     return 503, { ok = false, error = "unavailable" }
   end
-  if cached then
-    local out = {}
-    for k, v in pairs(answer) do out[k] = v end
-    out.cached = true
-    return out
-  end
-  return answer
+  return M.marked(answer, cached)
 end
 
 function M.get_route(req)

@@ -84,12 +84,7 @@ end
 
 function M.models_request(p) return { url = p.base_url .. "/models", headers = headers(p) } end
 
-function M.parse_models(j)
-  local out = {}
-  for _, m in ipairs(type(j) == "table" and type(j.data) == "table" and j.data or {}) do
-    if type(m) == "table" and type(m.id) == "string" then out[#out + 1] = m.id end
-  end
-  return out
-end
+-- {data:[{id}]}, as OpenAI's list
+M.parse_models = require("chatgw.providers.formats.openai").parse_models
 
 return M

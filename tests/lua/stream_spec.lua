@@ -64,6 +64,11 @@ check("versioned: a /v1beta base kept", pconfig.versioned("https://g/v1beta", "g
 check("versioned: ollama adds nothing", pconfig.versioned("http://o:1/", "ollama") == "http://o:1")
 r = pconfig.resolve({ providers = { mine = { model = "m" } } }, env({}))
 check("a non-preset without kind is a problem", r.problems[1] and r.problems[1]:find("providers.mine: kind is required", 1, true))
+r = pconfig.resolve({ providers = { default = "anthropic", failover = { "openai" } } }, env({}))
+check("a preset named as default or failover is listed, off", #r.problems == 0 and r.default == "anthropic"
+  and r.by_name.anthropic.off_reason == "ANTHROPIC_API_KEY is not set" and r.failover[1] == "openai")
+r = pconfig.resolve({ providers = { failover = { "gemini" } } }, env({ OPENAI_API_KEY = "k" }))
+check("a failover preset without a default is listed too", r.by_name.gemini and r.default == "openai")
 r = pconfig.resolve({ providers = { default = "x", failover = { "y" } } }, env({}))
 check("an unknown default and failover are problems", #r.problems == 2)
 r = pconfig.resolve({ providers = { v = { kind = "openai", base_url = "ftp://x", model = "m" } } }, env({}))

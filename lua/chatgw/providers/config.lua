@@ -97,6 +97,14 @@ function M.resolve(cfg, getenv)
     if name == "ollama" then on = env(getenv, "OLLAMA_BASE_URL") or env(getenv, "OLLAMA_HOST") end
     if on and not seen[name] then names[#names + 1] = name; seen[name] = true end
   end
+  -- a preset named as the default or in failover is listed (off without its key) rather than
+  -- unknown: `default: deepseek` with no key yet is a provider that is off, not a load error
+  local named = {}
+  if p.default then named[1] = p.default end
+  for _, n in ipairs(p.failover or {}) do named[#named + 1] = n end
+  for _, n in ipairs(named) do
+    if type(n) == "string" and M.PRESETS[n] and not seen[n] then names[#names + 1] = n; seen[n] = true end
+  end
   table.sort(names)
   for _, name in ipairs(names) do
     local e = p[name] or {}

@@ -5,7 +5,7 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test deps build build-asan test-normal test-asan check-layers format clean bench
+.PHONY: run test deps build build-asan test-normal test-asan check-layers format clean bench install
 
 run: deps build
 	./$(BUILD)/chatgw run handlers/
@@ -42,3 +42,35 @@ format:
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)
+
+# make install [PREFIX=/usr/local] [DESTDIR=] (docs/operations.md, "Deployment"):
+#   $(PREFIX)/bin/chatgw
+#   $(PREFIX)/share/chatgw/lua, handlers  replaced whole, so no stale module survives an upgrade;
+#                                        the binary finds lua/ at <its dir>/../share/chatgw/lua
+#   $(PREFIX)/share/chatgw/env.example
+#   /etc/chatgw/*                        from config/; an existing file that differs is kept and
+#                                        the new one goes beside it as <name>.dist
+#   $(UNITDIR)/chatgw.service            with its /usr/local paths changed to $(PREFIX)
+# `make -o build install` installs the build as it is, without running cmake.
+PREFIX  ?= /usr/local
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SHARE   := $(DESTDIR)$(PREFIX)/share/chatgw
+ETC     := $(DESTDIR)/etc/chatgw
+
+install: build
+	install -D -m 0755 $(BUILD)/chatgw $(DESTDIR)$(PREFIX)/bin/chatgw
+	rm -rf $(SHARE)/lua $(SHARE)/handlers
+	cd lua && find . -type f -name '*.lua' -printf '%P\n' | \
+	  while read -r f; do install -D -m 0644 "$$f" "$(SHARE)/lua/$$f" || exit 1; done
+	cd handlers && find . -type f -printf '%P\n' | \
+	  while read -r f; do install -D -m 0644 "$$f" "$(SHARE)/handlers/$$f" || exit 1; done
+	install -d -m 0755 $(ETC)
+	for f in config/*; do \
+	  [ -f "$$f" ] || continue; t="$(ETC)/$${f#config/}"; \
+	  if [ ! -e "$$t" ]; then install -m 0644 "$$f" "$$t"; \
+	  elif ! cmp -s "$$f" "$$t"; then install -m 0644 "$$f" "$$t.dist"; \
+	    echo "kept $$t; the new one is $$t.dist"; fi || exit 1; \
+	done
+	install -D -m 0644 packaging/env.example $(SHARE)/env.example
+	install -D -m 0644 packaging/chatgw.service $(DESTDIR)$(UNITDIR)/chatgw.service
+	sed -i 's|/usr/local/|$(PREFIX)/|g' $(SHARE)/env.example $(DESTDIR)$(UNITDIR)/chatgw.service

@@ -2,10 +2,12 @@
 #include "rt.h"
 
 #include <ftw.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "breaker.h"
@@ -282,8 +284,10 @@ static void boot_started(vm_t *vm, const char *error) {
     vm_spawn(vm, CO_START, 1, tests_done, NULL);
     return;
   }
-  log_field_t f[] = {{"version", CHATGW_VERSION, 0}, {"handlers", g_rt.handlers_dir, 0}};
-  log_write(LOG_INFO, "ready", f, 2);
+  log_field_t f[] = {{"version", CHATGW_VERSION, 0},
+                     {"handlers", g_rt.handlers_dir, 0},
+                     {"lua_dir", g_rt.lua_dir, 0}};
+  log_write(LOG_INFO, "ready", f, 3);
 }
 
 static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
@@ -491,6 +495,39 @@ static void on_stop_signal(uv_signal_t *h, int sig) {
 
 /* ---- entry ---- */
 
+/* The directory holding the runtime's own Lua layer (its chatgw/ modules), the first of:
+ *   1. $CHATGW_LUA_DIR, when set and not empty;
+ *   2. <directory of /proc/self/exe>/../share/chatgw/lua, when it is a directory: the layout
+ *      `make install` makes (PREFIX/bin/chatgw beside PREFIX/share/chatgw/lua), for any PREFIX
+ *      or DESTDIR;
+ *   3. CHATGW_LUA_DIR_DEFAULT, the source tree's lua/ that CMake bakes in: a build tree run.
+ * The `ready` log line names the one in use (docs/operations.md, "Deployment"). */
+static void resolve_lua_dir(char *out, size_t outlen) {
+  const char *env = getenv("CHATGW_LUA_DIR");
+  if (env && *env) {
+    snprintf(out, outlen, "%s", env);
+    return;
+  }
+  char exe[PATH_MAX], dir[PATH_MAX + 32], real[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  char *slash = NULL;
+  if (n > 0) {
+    exe[n] = '\0';
+    slash = strrchr(exe, '/');
+  }
+  if (slash) {
+    *slash = '\0';
+    snprintf(dir, sizeof dir, "%s/../share/chatgw/lua", exe);
+    struct stat st;
+    if (realpath(dir, real) && stat(real, &st) == 0 && S_ISDIR(st.st_mode) &&
+        strlen(real) < outlen) {
+      snprintf(out, outlen, "%s", real);
+      return;
+    }
+  }
+  snprintf(out, outlen, "%s", CHATGW_LUA_DIR_DEFAULT);
+}
+
 int rt_run(const rt_options_t *o) {
   const char *handlers_dir = o->handlers_dir, *config_path = o->config_path;
   int config_explicit = o->config_explicit, check_only = o->mode == RT_CHECK;
@@ -515,9 +552,7 @@ int rt_run(const rt_options_t *o) {
   g_rt.config_path_explicit = config_explicit;
   snprintf(g_rt.handlers_dir, sizeof g_rt.handlers_dir, "%s", handlers_dir);
   snprintf(g_rt.config_path, sizeof g_rt.config_path, "%s", config_path);
-  const char *lua_dir = getenv("CHATGW_LUA_DIR");
-  snprintf(g_rt.lua_dir, sizeof g_rt.lua_dir, "%s",
-           lua_dir && *lua_dir ? lua_dir : CHATGW_LUA_DIR_DEFAULT);
+  resolve_lua_dir(g_rt.lua_dir, sizeof g_rt.lua_dir);
   g_rt.host.loop = g_rt.loop;
   g_rt.host.check_only = check_only;
   g_rt.host.mode = o->mode == RT_TEST ? "test" : o->mode == RT_CHECK ? "check" : "run";

@@ -79,12 +79,20 @@ end
 
 -- ---- built-in routes ----
 
+local verbose_health
+
 local function health(req)
   local status, checks = run_health_checks()
   if req.query.verbose ~= "1" and req.query.verbose ~= "true" then
     if status == "ok" then return 200, HEALTH_OK, JSON_HEADERS end
     return { ok = true, status = status }
   end
+  return verbose_health(status, checks)
+end
+
+-- What GET /health?verbose=1 answers, for handlers too (chatgw.health(): the ops handler's /status).
+function verbose_health(status, checks)
+  if not status then status, checks = run_health_checks() end
   local info = chatgw._runtime_info()
   local handlers = {}
   for i, h in ipairs(M.handlers) do handlers[i] = { name = h.name, file = h.file } end
@@ -106,6 +114,8 @@ local function health(req)
     config = chatgw.config and chatgw.config._source or nil,
   }
 end
+
+chatgw.health = function() return verbose_health() end
 
 local function metrics_route()
   return 200, chatgw.metrics.render(), { ["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8" }

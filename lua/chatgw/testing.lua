@@ -290,6 +290,8 @@ end
 -- Runs the specs; prints a line per case and the summary. Returns true when none failed.
 function M.run(args, runtime)
   M.owners = {}
+  -- handlers see the data directory in use: a temporary one, never the deployment's
+  if chatgw._data_dir() and chatgw.config then chatgw.config.data_dir = chatgw._data_dir() end
   local files, err = spec_files(args or {}, runtime.handlers_dir or ".")
   if not files then
     io.stderr:write("chatgw test: " .. tostring(err) .. "\n")

@@ -256,6 +256,14 @@ static void register_log(lua_State *L, int t) {
 
 /* chatgw._auth(authorization_header) -> boolean. The comparison takes the same time
  * whatever the header holds (only its length, which the client chose, shows). */
+/* chatgw._data_dir() -> the data directory in use, or nil before the settings are read. */
+static int l_data_dir(lua_State *L) {
+  const lib_host_t *host = lua_touserdata(L, lua_upvalueindex(1));
+  if (!host->data_dir || !host->data_dir[0]) return 0;
+  lua_pushstring(L, host->data_dir);
+  return 1;
+}
+
 static int l_auth(lua_State *L) {
   const lib_host_t *host = lua_touserdata(L, lua_upvalueindex(1));
   size_t len = 0, gl = 0;
@@ -368,6 +376,9 @@ void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
   lua_setfield(L, t, "version");
   lua_pushstring(L, host->mode ? host->mode : "run");
   lua_setfield(L, t, "_mode");
+  lua_pushlightuserdata(L, host); /* the data directory in use (chatgw test: its temporary one) */
+  lua_pushcclosure(L, l_data_dir, 1);
+  lua_setfield(L, t, "_data_dir");
   lua_pushlightuserdata(L, vm_yield_marker());
   lua_setfield(L, t, "_yield_marker");
 

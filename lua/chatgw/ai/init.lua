@@ -85,6 +85,13 @@ function ai.task(b)
   return tasks.marked(answer, cached)
 end
 
+-- The tasks API's analyze prompt (seed 000's facts-only system prompt, CONTEXT and PROMPT) for
+-- a call of one's own, e.g. streamed into a chat: system, user text.
+function ai.analyze_prompt(prompt, context)
+  if type(prompt) ~= "string" then error("chatgw.ai.analyze_prompt: prompt must be a string", 2) end
+  return tasks.ANALYZE_SYSTEM, tasks.analyze_prompt(prompt, context)
+end
+
 function ai.memory(x) return memory.open(x) end
 
 function ai.providers() return providers.health() end

@@ -330,6 +330,13 @@ function api.set_min_priority(channel, chat_id, level)
   return chatstore.state_set(min_key(channel, tostring(chat_id)), l)
 end
 
+-- The gate's levels, lowest first (CHAT_GATEWAY_PRIORITY_LEVELS): a copy.
+function api.levels()
+  local out = {}
+  for i, l in ipairs(S.gate.levels) do out[i] = l end
+  return out
+end
+
 function api.min_priority(channel, chat_id) return chatstore.state_get(min_key(channel, tostring(chat_id))) end
 
 chatgw.notify = api

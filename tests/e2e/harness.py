@@ -100,6 +100,7 @@ class Gateway:
         if env:
             self.env.update(env)
         self.proc = None
+        self.use_config = True
         self.lines = []  # stderr lines
         self.lock = threading.Lock()
         self.ports = {}
@@ -117,7 +118,10 @@ class Gateway:
 
     # ---- process ----
     def start(self, wait_ready=True, timeout=20):
-        self.proc = subprocess.Popen([BIN, "run", self.handlers_dir, "--config", self.config_path],
+        args = [BIN, "run", self.handlers_dir]
+        if self.use_config:  # False: started as seed 000's callers do, with no --config
+            args += ["--config", self.config_path]
+        self.proc = subprocess.Popen(args,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=self.env, cwd=self.dir)
         threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True).start()

@@ -14,13 +14,11 @@ import json
 import os
 import socket
 import struct
-import subprocess
-import threading
 import time
 import unittest
 import zlib
 
-from harness import BIN, SLOW, Gateway, GatewayTest
+from harness import SLOW, Gateway, GatewayTest
 from fake_feishu import FakeFeishu
 from fake_telegram import FakeTelegram
 from upstream import Upstream, refused_port
@@ -143,18 +141,10 @@ class NoConfigGateway(Gateway):
     """A gateway started without --config, in a directory with no ./config/chatgw.yml."""
 
     def start(self, wait_ready=True, timeout=20):
-        os.unlink(self.config_path)
-        self.proc = subprocess.Popen([BIN, "run", self.handlers_dir], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=self.env, cwd=self.dir)
-        threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
-        if wait_ready:
-            self.wait_log(lambda r: r.get("msg") == "ready", timeout)
-            for r in self.records():
-                if r.get("msg") == "listening":
-                    self.ports[r["listener"]] = r["port"]
-        return self
+        if os.path.exists(self.config_path):
+            os.unlink(self.config_path)
+        self.use_config = False
+        return super().start(wait_ready, timeout)
 
 
 class NotifyTest(GatewayTest):

@@ -10,12 +10,10 @@ send them (`curl -d`: a form Content-Type), get the seed's answer shapes: GET /h
 import json
 import os
 import socket
-import subprocess
-import threading
 import time
 import unittest
 
-from harness import BIN, SLOW, TOKEN, Gateway
+from harness import SLOW, TOKEN, Gateway
 from fake_feishu import FakeFeishu
 from fake_llm import FakeLLM
 from fake_telegram import FakeTelegram
@@ -40,19 +38,11 @@ class SeedGateway(Gateway):
     CHAT_GATEWAY_DATA_DIR: the seed's callers know neither."""
 
     def start(self, wait_ready=True, timeout=20):
-        os.unlink(self.config_path)
+        if os.path.exists(self.config_path):
+            os.unlink(self.config_path)
         self.env.pop("CHAT_GATEWAY_DATA_DIR", None)
-        self.proc = subprocess.Popen([BIN, "run", self.handlers_dir], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=self.env, cwd=self.dir)
-        threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
-        if wait_ready:
-            self.wait_log(lambda r: r.get("msg") == "ready", timeout)
-            for r in self.records():
-                if r.get("msg") == "listening":
-                    self.ports[r["listener"]] = r["port"]
-        return self
+        self.use_config = False
+        return super().start(wait_ready, timeout)
 
 
 class Seed000Test(unittest.TestCase):

@@ -490,6 +490,14 @@ end
 -- Listeners that exist without a declaration when their channel is on (seed 000 runs the
 -- Feishu webhook server whenever Feishu is configured): name -> fn(cfg, getenv) -> boolean.
 local auto_listeners = {}
+-- A variable's value, or nil when it is unset or empty (an empty variable is ignored, as the
+-- config's own overrides do). getenv: os.getenv, or a test's.
+function M.env_value(getenv, name)
+  local v = name and getenv(name)
+  if v == nil or v == "" then return nil end
+  return v
+end
+
 function M.register_auto_listener(name, fn)
   for _, a in ipairs(auto_listeners) do if a.name == name then a.fn = fn return end end
   auto_listeners[#auto_listeners + 1] = { name = name, fn = fn }

@@ -202,7 +202,7 @@ import urllib.parse
 import urllib.request
 import uuid as _uuid
 
-from upstream import Upstream, parse_multipart
+from upstream import FakeServer, OneHandler, parse_multipart
 
 # ---- limits ----
 MAX_TEXT_BODY = 150 * 1024       # bytes of the request body of a text message
@@ -534,17 +534,6 @@ class _Raw:
         self.headers = headers or {}
 
 
-class _Server(Upstream):
-    """An Upstream whose every request goes to one handler."""
-
-    def __init__(self, handler):
-        super().__init__()
-        self._handler = handler
-
-    def _find(self, req):
-        return self._handler
-
-
 class _Ctx:
     def __init__(self, req, call, app_id):
         self.req = req
@@ -559,7 +548,7 @@ class _Ctx:
         return j
 
 
-class FakeFeishu:
+class FakeFeishu(FakeServer):
     ROUTES = (
         ("GET", r"/open-apis/bot/v3/info/?", "bot_info"),
         ("POST", r"/open-apis/im/v1/messages", "send"),
@@ -597,7 +586,7 @@ class FakeFeishu:
         self.strict_streaming = False
         self._routes = [(m, re.compile("^" + p + "$"), n) for m, p, n in self.ROUTES]
         self._lock = threading.RLock()
-        self._up = _Server(self._handle)
+        self._up = OneHandler(self._handle)
         self._tokens = {}          # token -> {app_id, issued, expires, revoked}
         self._calls = []
         self._messages = {}        # message_id -> record (the bot's and users')
@@ -620,32 +609,6 @@ class FakeFeishu:
         self.violations = []
         self.errors = []
         self.deliveries = []
-
-    # ---- lifecycle ----
-    def start(self):
-        self._up.start()
-        return self
-
-    def stop(self):
-        self._up.stop()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self._up.port
-
-    @property
-    def port(self):
-        return self._up.port
-
-    @property
-    def max_inflight(self):
-        return self._up.max_inflight
 
     @staticmethod
     def _tenant(app_id):

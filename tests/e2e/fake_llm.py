@@ -217,7 +217,7 @@ import time
 import traceback
 import uuid
 
-from upstream import Upstream, refused_port
+from upstream import FakeServer, OneHandler, refused_port
 
 KINDS = ("openai", "anthropic", "gemini", "ollama")
 DEFAULT_MODELS = {
@@ -352,15 +352,6 @@ class _Closed(Exception):
     """The answer ended without a (complete) response; the connection is closed."""
 
 
-class _Server(Upstream):
-    def __init__(self, handler):
-        super().__init__()
-        self._handler = handler
-
-    def _find(self, req):
-        return self._handler
-
-
 class _Ctx:
     def __init__(self, llm, req, rec, kind, endpoint, arg):
         self.llm, self.req, self.rec = llm, req, rec
@@ -381,7 +372,7 @@ class _Ctx:
             ("." + frac if frac else "") + "Z"
 
 
-class FakeLLM:
+class FakeLLM(FakeServer):
     def __init__(self, keys=None, models=None):
         self.keys = dict(keys or {})
         self.models = {k: list(v) for k, v in DEFAULT_MODELS.items()}
@@ -398,33 +389,7 @@ class FakeLLM:
         self._chunk = (None, 0.0)
         self._down = False
         self._lock = threading.RLock()
-        self._up = _Server(self._handle)
-
-    # ---- lifecycle ----
-    def start(self):
-        self._up.start()
-        return self
-
-    def stop(self):
-        self._up.stop()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self._up.port
-
-    @property
-    def port(self):
-        return self._up.port
-
-    @property
-    def max_inflight(self):
-        return self._up.max_inflight
+        self._up = OneHandler(self._handle)
 
     @staticmethod
     def refused_url():

@@ -71,7 +71,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from upstream import Upstream, parse_multipart
+from upstream import FakeServer, OneHandler, parse_multipart
 
 # ---- limits of the Bot API (https://core.telegram.org/bots/api) ----
 MAX_TEXT = 4096            # sendMessage/editMessageText/sendMessageDraft: UTF-16 units, parsed
@@ -802,17 +802,6 @@ def image_size(data):
 # ---------------------------------------------------------------------------------------------
 
 
-class _Server(Upstream):
-    """An Upstream whose every request goes to one handler."""
-
-    def __init__(self, handler):
-        super().__init__()
-        self._handler = handler
-
-    def _find(self, req):
-        return self._handler
-
-
 class _Bot:
     def __init__(self, token, info):
         self.token = token
@@ -833,7 +822,7 @@ class _Bot:
         self.commands = {}         # (scope json, language_code) -> [commands]
 
 
-class FakeTelegram:
+class FakeTelegram(FakeServer):
     METHODS = ("getMe", "getUpdates", "setWebhook", "deleteWebhook", "getWebhookInfo",
                "sendMessage", "editMessageText", "deleteMessage", "sendChatAction",
                "sendMessageDraft", "sendPhoto", "sendDocument", "answerCallbackQuery",
@@ -866,7 +855,7 @@ class FakeTelegram:
         self._methods = {m.lower(): m for m in self.METHODS}
         self._lock = threading.RLock()
         self._cv = threading.Condition(self._lock)
-        self._up = _Server(self._handle)
+        self._up = OneHandler(self._handle)
         self._calls = []
         # every getUpdates: {token, offset, limit, timeout, allowed_updates, t, status, returned}
         self.polls = []
@@ -896,29 +885,11 @@ class FakeTelegram:
         self._frozen_bot = {}
 
     # ---- lifecycle ----
-    def start(self):
-        self._up.start()
-        return self
-
     def stop(self):
         self._up._stopping.set()   # long polls and hangs end at once
         with self._cv:
             self._cv.notify_all()
         self._up.stop()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self._up.port
-
-    @property
-    def port(self):
-        return self._up.port
 
     @property
     def token(self):

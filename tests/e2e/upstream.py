@@ -257,3 +257,44 @@ def parse_multipart(headers, body):
             "data": part.get_payload(decode=True),
         }
     return out
+
+
+class OneHandler(Upstream):
+    """An Upstream whose every request goes to one handler (a fake platform's dispatcher)."""
+
+    def __init__(self, handler):
+        super().__init__()
+        self._handler = handler
+
+    def _find(self, req):
+        return self._handler
+
+
+class FakeServer:
+    """The lifecycle of a fake platform served by one OneHandler in self._up: start() -> self,
+    stop(), a context manager, and its url, port and max_inflight."""
+
+    def start(self):
+        self._up.start()
+        return self
+
+    def stop(self):
+        self._up.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self._up.port
+
+    @property
+    def port(self):
+        return self._up.port
+
+    @property
+    def max_inflight(self):
+        return self._up.max_inflight

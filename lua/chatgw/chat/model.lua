@@ -206,10 +206,13 @@ function Stream:finish(text)
   return self.handle
 end
 
+-- The text so far and a note of the failure, as the final text. Channels' own streams share it
+-- (any stream with `text` and `finish`).
 function Stream:fail(err)
   local note = texts.get("stream_failed", { error = tostring(err or "error") })
   return self:finish((self.text ~= "" and (self.text .. "\n") or "") .. note)
 end
+M.stream_fail = Stream.fail
 
 -- ---- button presses ----
 

@@ -118,7 +118,7 @@ function M.one(ctx, channel, chat_id, item)
     record(h, channel, account, chat_id, item)
   end
   e.sent, e.status, e.outbox_id = true, "queued", handles[#handles].id
-  e._handle, e._handles = handles[#handles], handles
+  e._handle = handles[#handles]
   return e
 end
 
@@ -138,7 +138,7 @@ function M.wait(entries, ms)
 end
 
 function M.strip(e)
-  e._handle, e._handles = nil, nil
+  e._handle = nil
   return e
 end
 

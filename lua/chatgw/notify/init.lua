@@ -56,12 +56,13 @@ local function current()
   return { hash = "none", reg = { projects = {} } }
 end
 
--- (Re)reads the registry. reason: "boot", "reload" (SIGHUP), "change"
+-- (Re)reads the registry. reason: "boot", "reload" (SIGHUP), "mtime" (the file changed)
 local function load_registry(reason)
   local path = S.path
   local text, err = read_file(path)
   local cur = current()
   if not text then
+    if reason == "mtime" and shared:get("seen") == "missing" then return end
     if not S.explicit_path and reason == "boot" then
       chatgw.log.info("notify: no projects registry (requests name their chats)", { path = path })
     else
@@ -72,8 +73,10 @@ local function load_registry(reason)
     return
   end
   local h = hash12(text)
+  local seen = shared:get("seen")
   shared:set("seen", h)
   if h == cur.hash then return end
+  if reason == "mtime" and h == seen then return end -- the same bytes as last read (a touch)
   local reg, errs = registry.parse(text, path, S.gate.levels)
   if not reg then
     local why = type(errs) == "table" and table.concat(errs, "; ") or tostring(errs)
@@ -88,16 +91,12 @@ end
 
 -- At most once a second, from a request: has the file changed?
 local function check_registry()
-  local now = chatgw.now()
   if not shared:add("checked", 1, 1000) then return end
   local st = chatgw.fs.stat(S.path)
   local mtime = st and tostring(st.mtime) or "missing"
   if shared:get("mtime") == mtime then return end
   shared:set("mtime", mtime)
-  local text = st and read_file(S.path)
-  local seen = text and hash12(text) or "missing"
-  if seen ~= shared:get("seen") then load_registry("mtime") end
-  return now
+  load_registry("mtime")
 end
 
 local function reg() return current().reg end

@@ -65,11 +65,7 @@ M.schema = { type = "dict", key_pattern = NAME, max_keys = 32, values = entry, d
 
 config.register_section("providers", M.schema)
 
-local function env(getenv, name)
-  local v = name and getenv(name)
-  if v == nil or v == "" then return nil end
-  return v
-end
+local env = config.env_value
 
 -- base .. version path, unless base already ends in a version segment (/v1, /v2beta, ...).
 function M.versioned(base, kind)

@@ -34,11 +34,7 @@ M.schema = { type = "map", fields = {
     } } },
 } }
 
-local function env(getenv, name)
-  local v = name and getenv(name)
-  if v == nil or v == "" then return nil end
-  return v
-end
+local env = config.env_value
 
 -- The apps of cfg: { {name, app_id, app_secret (nil: off), verification_token, encrypt_key,
 -- bot_open_id, bot_user_id, bot_name, api_base, event_path, off_reason}, ... }, default first.

@@ -13,7 +13,6 @@ local chatgw = chatgw
 local json = require "chatgw.json"
 local model = require "chatgw.chat.model"
 local outbox = require "chatgw.chat.outbox"
-local texts = require "chatgw.chat.texts"
 
 local type, tostring, setmetatable, min = type, tostring, setmetatable, math.min
 
@@ -171,9 +170,6 @@ function Card:finish(text)
   return self.handle
 end
 
-function Card:fail(err)
-  local note = texts.get("stream_failed", { error = tostring(err or "error") })
-  return self:finish((self.text ~= "" and (self.text .. "\n") or "") .. note)
-end
+Card.fail = model.stream_fail -- the text so far and a note of the failure
 
 return M

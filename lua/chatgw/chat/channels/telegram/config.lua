@@ -41,11 +41,7 @@ M.schema = { type = "map", fields = {
       } } },
   } }
 
-local function env(getenv, name)
-  local v = name and getenv(name)
-  if v == nil or v == "" then return nil end
-  return v
-end
+local env = config.env_value
 
 -- The accounts of cfg (the whole config): { {name, token (nil: off), token_env, mode,
 -- webhook_url, webhook_secret, username, api_base, off_reason}, ... } in name order, the

@@ -9,7 +9,6 @@
 local chatgw = chatgw
 local model = require "chatgw.chat.model"
 local governor = require "chatgw.chat.governor"
-local texts = require "chatgw.chat.texts"
 local deliver = require "chatgw.chat.channels.telegram.deliver"
 
 local type, tostring, setmetatable, min = type, tostring, setmetatable, math.min
@@ -113,9 +112,6 @@ function Draft:finish(text)
   return self.handle
 end
 
-function Draft:fail(err)
-  local note = texts.get("stream_failed", { error = tostring(err or "error") })
-  return self:finish((self.text ~= "" and (self.text .. "\n") or "") .. note)
-end
+Draft.fail = model.stream_fail -- the text so far and a note of the failure
 
 return M

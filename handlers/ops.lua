@@ -48,7 +48,7 @@ local function plural(n, word) return ("%d %s%s"):format(n, word, n == 1 and "" 
 -- what was cut: "… (141 more lines cut)". The result is within max_lines and max_chars, so the
 -- runtime does not cut it again.
 local function fit(msg, head, body, tail, extra)
-  local lim = msg.limits or msg._limits or {} -- msg._limits: the policy decision's limits
+  local lim = msg.limits or {}
   local max_lines, max_chars = tonumber(lim.max_lines) or 60, tonumber(lim.max_chars) or 6000
   body = body:gsub("%s+$", "")
   if body == "" then body = "(no output)" end

@@ -304,7 +304,8 @@ static void boot_loaded(vm_t *vm, int ok, lua_State *T) {
     return;
   }
   if (g_rt.check_only) {
-    fprintf(stderr, "chatgw check: OK\n");
+    fprintf(stdout, "chatgw check: OK\n");
+    fflush(stdout);
     vm_retire(vm, "check done");
     schedule_exit();
     return;
@@ -477,6 +478,7 @@ static void on_stop_signal(uv_signal_t *h, int sig) {
     _exit(1);
   }
   g_rt.stopping = 1;
+  g_rt.host.stopping = 1;
   log_field_t f[] = {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", 0}};
   log_write(LOG_INFO, "stopping: draining in-flight requests", f, 1);
   if (!g_rt.vm) { /* still booting */

@@ -115,7 +115,26 @@ local function short_error(e)
 end
 
 -- Loads one file. Returns the handler table (or nil) after adding problems to `problems`.
+local load_file
+
+-- The file's problems in line order (routes are a hash: pairs order is not the file's); a
+-- stable sort, so the problems of one line keep the order they were found in.
 local function load_one(path, problems, routes)
+  local mine = {}
+  local mod = load_file(path, mine, routes)
+  local keyed = {}
+  for i, p in ipairs(mine) do
+    keyed[i] = { p = p, i = i, line = tonumber(p:sub(#path + 2):match("^(%d+):")) or 0 }
+  end
+  table.sort(keyed, function(a, b)
+    if a.line ~= b.line then return a.line < b.line end
+    return a.i < b.i
+  end)
+  for _, k in ipairs(keyed) do problems[#problems + 1] = k.p end
+  return mod
+end
+
+function load_file(path, problems, routes)
   local chunk, err = loadfile(path)
   if not chunk then
     problems[#problems + 1] = err
@@ -157,12 +176,42 @@ local function load_one(path, problems, routes)
   return mod
 end
 
+-- A handler's own modules: `require "lib.util"` finds DIR/lib/util.lua, and `require "util"`
+-- DIR/../lib/util.lua, whatever the working directory. They go after the runtime's own
+-- directory (so chatgw.* cannot be shadowed) and before the system's.
+local function add_module_dirs(dir)
+  local abs = chatgw.fs and chatgw.fs.realpath(dir) or dir
+  local mine = {}
+  for _, d in ipairs({ abs, abs .. "/../lib" }) do
+    mine[#mine + 1] = d .. "/?.lua"
+    mine[#mine + 1] = d .. "/?/init.lua"
+  end
+  local own = package.searchpath("chatgw.loader", package.path)
+  local own_dir = own and own:match("^(.*)/chatgw/loader%.lua$")
+  local head, rest = {}, {}
+  for entry in package.path:gmatch("[^;]+") do
+    local known = false
+    for _, m in ipairs(mine) do known = known or m == entry end
+    if not known then
+      if own_dir and entry:sub(1, #own_dir + 1) == own_dir .. "/" and #rest == 0 then
+        head[#head + 1] = entry
+      else
+        rest[#rest + 1] = entry
+      end
+    end
+  end
+  for _, m in ipairs(mine) do head[#head + 1] = m end
+  for _, e in ipairs(rest) do head[#head + 1] = e end
+  package.path = table.concat(head, ";")
+end
+
 -- Loads dir/*.lua in name order. Returns handlers, routers_by_listener, problems.
 -- listeners: set of configured listener names; builtin(router, listener) adds built-in routes.
 function M.load(dir, listeners, builtin)
   local problems, handlers, routes = {}, {}, {}
   local files, err = chatgw._listdir(dir)
   if not files then return nil, nil, { err } end
+  add_module_dirs(dir)
   for _, name in ipairs(files) do
     local path = dir:gsub("/+$", "") .. "/" .. name
     local mod = load_one(path, problems, routes)
@@ -186,7 +235,8 @@ function M.load(dir, listeners, builtin)
     else
       local ok, other = router:add(r)
       if not ok then
-        local where = other.file and ("%s:%d"):format(other.file, other.line) or "the runtime (built in)"
+        local where = other.file and ("%s:%d"):format(other.file, other.line) or other.owner
+          or "the runtime (built in)"
         problems[#problems + 1] = ("%s:%d: route '%s' is already declared by %s"):format(
           r.file, r.line, r.label, where)
       end

@@ -7,7 +7,8 @@ local loader = require "chatgw.loader"
 local sandbox = require "chatgw.sandbox"
 local parse_query = require("chatgw.url").parse_query
 
-local type, pairs, tostring, xpcall, traceback = type, pairs, tostring, xpcall, debug.traceback
+local errtrace = require "chatgw.errtrace"
+local type, pairs, tostring, xpcall, traceback = type, pairs, tostring, xpcall, errtrace.handler
 local find, lower = string.find, string.lower
 
 chatgw.json = json
@@ -49,6 +50,16 @@ function M.register_health(name, fn)
   health_checks[name] = fn
 end
 
+-- A failed reload leaves the old handlers running: degraded, with the problems, until a reload
+-- succeeds (the operator's edit is not live, and a restart would not start).
+M.register_health("reload", function()
+  local r = chatgw._runtime_info().reloads
+  if r and r.last_result == "failed" then
+    return { status = "degraded", last_error = r.last_error, last_time = r.last_time }
+  end
+  return { status = "ok" }
+end)
+
 local function run_health_checks()
   local checks, status = nil, "ok"
   for _, name in ipairs(health_order) do
@@ -85,7 +96,7 @@ local function health(req)
   local status, checks = run_health_checks()
   if req.query.verbose ~= "1" and req.query.verbose ~= "true" then
     if status == "ok" then return 200, HEALTH_OK, JSON_HEADERS end
-    return { ok = true, status = status }
+    return { ok = true, status = status, reload_error = checks.reload and checks.reload.last_error }
   end
   return verbose_health(status, checks)
 end
@@ -132,18 +143,28 @@ function M.register_builtin_route(route)
   extra_builtins[#extra_builtins + 1] = route
 end
 
+-- Liveness for probes (Kubernetes, load balancers): no token, no detail.
+local HEALTHZ_DRAINING = '{"ok":false}'
+local function healthz()
+  if chatgw._stopping() then return 503, HEALTHZ_DRAINING, JSON_HEADERS end
+  return 200, HEALTH_OK, JSON_HEADERS
+end
+
 local function add_builtins(router, listener)
   router:add({ method = "GET", path = "/health", fn = health, public = false, label = "GET /health" })
+  router:add({ method = "GET", path = "/healthz", fn = healthz, public = true, label = "GET /healthz" })
   router:add({ method = "GET", path = "/metrics", fn = metrics_route, public = false, label = "GET /metrics" })
   for _, r in ipairs(extra_builtins) do
     -- listener: a name, or a function of the config read now (a route whose listener is set)
     local l = r.listener
     if type(l) == "function" then l = l(chatgw.config) end
     if (l or "main") == listener then
-      if r.path_fn then -- a path from the config (channels.feishu.event_path)
+      local path = r.path_fn and r.path_fn(chatgw.config)
+      if r.path_fn and not path then -- nil: not served with this config (ws.enabled: false)
+      elseif r.path_fn then -- a path from the config (channels.feishu.event_path)
         local route = {}
         for k, v in pairs(r) do route[k] = v end
-        route.path = r.path_fn(chatgw.config)
+        route.path = path
         local _, _, segs = require("chatgw.router").parse_key(route.method .. " " .. route.path)
         route.segs = segs
         router:add(route)
@@ -165,6 +186,12 @@ function M.load(opts)
   M.mode, M.handlers_dir = opts.mode, opts.handlers_dir
   local cfg, problems = config.load(opts.config_path, { explicit = opts.config_explicit })
   if not cfg then return false, problems end
+  if chatgw._runtime_info().generation == 1 then -- at boot (and in check): a typo keeps a default
+    for _, u in ipairs(require("chatgw.env_names").unknown(chatgw._env_names("CHAT_GATEWAY_"))) do
+      chatgw.log.warn("unknown environment variable " .. u.name .. ": did you mean " .. u.nearest .. "?",
+        { variable = u.name, nearest = u.nearest })
+    end
+  end
   chatgw.config = cfg
   local handlers, routers, hproblems = loader.load(opts.handlers_dir, cfg.listeners, add_builtins)
   if #hproblems > 0 then return false, hproblems end
@@ -197,6 +224,9 @@ local function normalize(a, b, c)
   end
   if status ~= status or status < 100 or status > 599 or status % 1 ~= 0 then
     error("handler returned an invalid HTTP status " .. tostring(status), 0)
+  end
+  if status < 200 then -- 100 Continue and 101 Switching Protocols are the runtime's to send
+    error("handler returned the informational status " .. status .. " (a response needs 200-599)", 0)
   end
   if headers ~= nil and type(headers) ~= "table" then
     error("handler returned headers of type " .. type(headers) .. " (want a table)", 0)
@@ -239,8 +269,10 @@ local function run_handler(route, req)
   local ok, a, b, c = xpcall(route.fn, traceback, req)
   if ok then
     ok, a, b, c = pcall(normalize, a, b, c)
+    if ok then return a, b, c end
+  else
+    a = errtrace.locate(tostring(a), route.fn)
   end
-  if ok then return a, b, c end
   chatgw.log.error("handler error", { request_id = req.id, route = route.label, error = tostring(a) })
   return json_error(500, "internal_error", nil, { request_id = req.id })
 end

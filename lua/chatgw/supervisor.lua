@@ -14,7 +14,7 @@ local limits = require "chatgw.limits"
 require "chatgw.exec"
 
 local type, pairs, ipairs, tostring, error, xpcall, pcall = type, pairs, ipairs, tostring, error, xpcall, pcall
-local traceback, floor, min, max = debug.traceback, math.floor, math.min, math.max
+local traceback, floor, min, max = require("chatgw.errtrace").handler, math.floor, math.min, math.max
 
 local M = {}
 

@@ -18,6 +18,8 @@
 --                                      {status, body, headers, json} or a function(opts)
 --   t:stub_exec(match, result)         chatgw.exec: match the argv[1] (pattern) or a function
 --   t:http_calls(), t:exec_calls()     what was called
+--   t:policy(yaml)                     this case runs under that policy file text
+--   t:config("app.ops", value)         sets a chatgw.config value (dotted path) for this case
 --   t:eq(a, b, what), t:ok(v, what), t:contains(s, part, what)
 --
 -- Time is virtual: chatgw.sleep in a handler does not wait for real; when nothing else is
@@ -27,6 +29,7 @@ local chatgw = chatgw
 local chat = require "chatgw.chat"
 local test_channel = require "chatgw.chat.channels.test"
 local json = require "chatgw.json"
+local policy = require "chatgw.chat.policy"
 
 local M = {}
 
@@ -202,6 +205,42 @@ function T:group(opts)
 end
 function T:fail_next(kind, opts) test_channel.fail_next(kind, opts) end
 
+-- t:policy and t:config change state beyond the case; each records how to put it back, and
+-- the runner undoes them (last first) when the case ends, passed or failed.
+local function on_undo(t, fn) t._undo[#t._undo + 1] = fn end
+function T:policy(text)
+  if type(text) ~= "string" then fail("t:policy: expects the policy file's YAML text", 2) end
+  local p, err = policy.parse(text, "t:policy")
+  if not p then
+    fail("t:policy: " .. (type(err) == "table" and table.concat(err, "; ") or tostring(err)), 2)
+  end
+  local old = chat.dispatch.policy
+  chat.dispatch.policy, chat.policy = p, p
+  on_undo(self, function() chat.dispatch.policy, chat.policy = old, old end)
+end
+function T:config(path, value)
+  if type(path) ~= "string" or not path:match("^[%w_]+[%w_.]*$") then
+    fail("t:config: expects a dotted path such as \"app.ops\"", 2)
+  end
+  local node = chatgw.config
+  local keys = {}
+  for k in path:gmatch("[^.]+") do keys[#keys + 1] = k end
+  for i = 1, #keys - 1 do
+    local k = keys[i]
+    if node[k] == nil then
+      local parent = node
+      parent[k] = {}
+      on_undo(self, function() parent[k] = nil end)
+    elseif type(node[k]) ~= "table" then
+      fail(("t:config: %s is not a table"):format(table.concat(keys, ".", 1, i)), 2)
+    end
+    node = node[k]
+  end
+  local leaf, old = keys[#keys], node[keys[#keys]]
+  node[leaf] = value
+  on_undo(self, function() node[leaf] = old end)
+end
+
 function Chat:user(opts)
   opts = opts or {}
   local u = setmetatable({ chat = self, id = opts.id or (self.type == "private" and self.id or new_id("user")),
@@ -329,11 +368,13 @@ function M.run(args, runtime)
     else
       stubs.http, stubs.exec, calls.http, calls.exec = {}, {}, {}, {}
       local t0 = real_now()
+      local ctx = setmetatable({ _undo = {} }, T)
       ok, e = xpcall(c.fn, function(x)
         if type(x) == "table" and x.spec_failure then return x end
         return debug.traceback(tostring(x), 2)
-      end, setmetatable({}, T))
+      end, ctx)
       local settled, serr = settle()
+      for i = #ctx._undo, 1, -1 do ctx._undo[i]() end
       if ok and not settled then ok, e = false, serr end
       c.ms = real_now() - t0
     end

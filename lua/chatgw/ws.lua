@@ -13,7 +13,7 @@ local url = require "chatgw.url"
 
 local C = chatgw._ws
 local type, pairs, ipairs, tostring, error, pcall, xpcall = type, pairs, ipairs, tostring, error, pcall, xpcall
-local traceback, getenv, sort = debug.traceback, os.getenv, table.sort
+local traceback, getenv, sort = require("chatgw.errtrace").handler, os.getenv, table.sort
 
 local M = {}
 local R -- chatgw.runtime (see M.install)
@@ -511,6 +511,14 @@ function M.install(runtime)
   R = runtime
   R.register_builtin_route({ method = "POST", path = "/v1/ws/broadcast", fn = broadcast_route,
     public = false, label = "POST /v1/ws/broadcast" })
+  -- The upgrade path is the runtime's (C answers every method on it before routing): a handler
+  -- route there would never run, so it is a load error like GET /health.
+  for _, method in ipairs({ "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS" }) do
+    R.register_builtin_route({ method = method, path = "/ws", public = true,
+      path_fn = function(cfg) return cfg.ws.enabled and cfg.ws.path or nil end,
+      fn = function() return 404, { ok = false, error = "not_found" } end,
+      label = method .. " " .. "(ws.path)", owner = "the runtime (the WebSocket path, ws.path)" })
+  end
   R.register_health("websocket", function()
     return { status = "ok", connections = C.count() }
   end)

@@ -14,59 +14,16 @@ static int is_tchar(unsigned char ch) {
   return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
 }
 
+/* The reason phrase: http-parser's table (IANA's registry), plus the two it lacks; an
+ * unassigned code gets its class's name (RFC 9110 15: a client goes by the first digit). */
 static const char *reason_phrase(int status) {
-  switch (status) {
-  case 100:
-    return "Continue";
-  case 200:
-    return "OK";
-  case 201:
-    return "Created";
-  case 202:
-    return "Accepted";
-  case 204:
-    return "No Content";
-  case 301:
-    return "Moved Permanently";
-  case 302:
-    return "Found";
-  case 304:
-    return "Not Modified";
-  case 400:
-    return "Bad Request";
-  case 401:
-    return "Unauthorized";
-  case 403:
-    return "Forbidden";
-  case 404:
-    return "Not Found";
-  case 405:
-    return "Method Not Allowed";
-  case 408:
-    return "Request Timeout";
-  case 409:
-    return "Conflict";
-  case 413:
-    return "Payload Too Large";
-  case 415:
-    return "Unsupported Media Type";
-  case 422:
-    return "Unprocessable Entity";
-  case 429:
-    return "Too Many Requests";
-  case 431:
-    return "Request Header Fields Too Large";
-  case 500:
-    return "Internal Server Error";
-  case 502:
-    return "Bad Gateway";
-  case 503:
-    return "Service Unavailable";
-  case 504:
-    return "Gateway Timeout";
-  default:
-    return "Unknown";
-  }
+  if (status == 418) return "I'm a teapot"; /* RFC 9110 15.5.19: reserved, kept by convention */
+  if (status == 425) return "Too Early";    /* RFC 8470 */
+  const char *s = http_status_str((enum http_status)status);
+  if (s && strcmp(s, "<unknown>") != 0) return s;
+  static const char *classes[] = {"Informational", "Success", "Redirection", "Client Error",
+                                  "Server Error"};
+  return status >= 100 && status <= 599 ? classes[status / 100 - 1] : "Unknown";
 }
 
 const char *http__error_reason(int status) {

@@ -37,6 +37,7 @@ typedef struct {
   uint64_t started_ms; /* uv_now at start */
   lib_reload_stats_t reloads;
   store_t *store; /* the embedded store, NULL until boot opens it (never in `chatgw check`) */
+  int stopping;   /* SIGTERM/SIGINT seen: draining (GET /healthz answers 503) */
 } lib_host_t;
 
 /* vm_options_t.open for the runtime's states: the chatgw table with every binding below, then

@@ -151,6 +151,24 @@ static int l_env_call(lua_State *L) {
   return 1;
 }
 
+extern char **environ;
+
+/* chatgw._env_names(prefix) -> the names of the environment variables starting with prefix,
+ * sorted (the boot check of unknown CHAT_GATEWAY_* names; values are never read here). */
+static int l_env_names(lua_State *L) {
+  size_t plen;
+  const char *prefix = luaL_checklstring(L, 1, &plen);
+  lua_newtable(L);
+  int n = 0;
+  for (char **e = environ; e && *e; e++) {
+    const char *eq = strchr(*e, '=');
+    if (!eq || strncmp(*e, prefix, plen) != 0) continue;
+    lua_pushlstring(L, *e, (size_t)(eq - *e));
+    lua_rawseti(L, -2, ++n);
+  }
+  return 1;
+}
+
 static int l_env_newindex(lua_State *L) {
   return luaL_error(L, "chatgw.env: is read-only");
 }
@@ -345,6 +363,11 @@ static int l_runtime_info(lua_State *L) {
   return 1;
 }
 
+static int l_stopping(lua_State *L) {
+  lua_pushboolean(L, upvalue_host(L)->stopping);
+  return 1;
+}
+
 static int l_is_retired(lua_State *L) {
   lua_pushboolean(L, vm_is_retired(upvalue_vm(L)));
   return 1;
@@ -356,6 +379,7 @@ void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
                                      {"every", l_every},
                                      {"_runtime_info", l_runtime_info},
                                      {"_is_retired", l_is_retired},
+                                     {"_stopping", l_stopping},
                                      {NULL, NULL}};
   for (const luaL_Reg *r = with_vm; r->name; r++) {
     lua_pushlightuserdata(L, vm);
@@ -367,7 +391,8 @@ void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
   lua_pushcclosure(L, l_auth, 1);
   lua_setfield(L, t, "_auth");
   static const luaL_Reg plain[] = {
-      {"sleep", l_sleep}, {"now", l_now}, {"time", l_time}, {"_listdir", l_listdir}, {NULL, NULL}};
+      {"sleep", l_sleep},          {"now", l_now}, {"time", l_time}, {"_listdir", l_listdir},
+      {"_env_names", l_env_names}, {NULL, NULL}};
   for (const luaL_Reg *r = plain; r->name; r++) {
     lua_pushcfunction(L, r->func);
     lua_setfield(L, t, r->name);

@@ -49,7 +49,7 @@ struct vm {
   lua_State *L;
   int refs; /* current + live coroutines + timers */
   int retired;
-  uint64_t gen;
+  uint64_t gen; /* 0 until activated: a state that never went live takes no number */
   co_t *cos;
   every_t *everies;
   int next_every_id;
@@ -64,7 +64,7 @@ struct vm {
   vm_t *all_prev, *all_next; /* every vm not yet closed */
 };
 
-static uint64_t g_next_gen = 1;
+static uint64_t g_next_gen = 1; /* the number the next activated state gets */
 static size_t g_live_vms = 0;
 static vm_t *g_all_vms = NULL;
 static co_t *g_current = NULL;
@@ -125,7 +125,6 @@ vm_t *vm_new(const vm_options_t *opts, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot create Lua state");
     return NULL;
   }
-  vm->gen = g_next_gen++;
   vm->refs = 1;
   g_live_vms++;
   vm->all_next = g_all_vms;
@@ -133,6 +132,8 @@ vm_t *vm_new(const vm_options_t *opts, char *err, size_t errlen) {
   g_all_vms = vm;
   lua_State *L = vm->L;
   luaL_openlibs(L);
+  lua_getglobal(L, "require");
+  lua_setfield(L, LUA_REGISTRYINDEX, "chatgw.require");
   if (opts->lua_dir) set_package_path(L, opts->lua_dir);
   if (opts->open && opts->open(L, vm, opts->ud, err, errlen) != 0) {
     vm_unref(vm);
@@ -146,8 +147,9 @@ lua_State *vm_state(vm_t *vm) {
   return vm->L;
 }
 
+/* 1 at boot, +1 per state that went live; a state still loading reads the number it will get. */
 uint64_t vm_generation(vm_t *vm) {
-  return vm->gen;
+  return vm->gen ? vm->gen : g_next_gen;
 }
 
 int vm_is_retired(vm_t *vm) {
@@ -350,6 +352,7 @@ static void every_tick(uv_timer_t *t);
 void vm_activate(vm_t *vm) {
   if (vm->active || vm->retired) return;
   vm->active = 1;
+  vm->gen = g_next_gen++;
   g_active = vm;
   for (size_t i = 0; i < vm->nheld; i++) {
     vm->held[i]->held = 0;
@@ -401,9 +404,42 @@ co_t *vm_current(void) {
   return g_current;
 }
 
+/* The text of a non-string error value at the top of co_L, by chatgw.errtrace's function (a
+ * table as JSON); it stays valid while that value's text is on L's stack (popped by the caller's
+ * luaL_traceback push order: we leave it below). NULL when there is no such function. */
+static const char *error_text(lua_State *L, lua_State *co_L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "chatgw.error_text");
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  lua_pushvalue(co_L, -1);
+  lua_xmove(co_L, L, 1);
+  if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  return lua_tostring(L, -1);
+}
+
+/* Whether `require` is on L's call stack: a module body runs inside it, a C function, so it
+ * cannot yield even inside a coroutine. The original require is kept in the registry. */
+static int inside_require(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "chatgw.require");
+  lua_Debug ar;
+  int found = 0;
+  for (int level = 1; !found && level < 200 && lua_getstack(L, level, &ar); level++) {
+    if (!lua_getinfo(L, "f", &ar)) continue;
+    found = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return found;
+}
+
 co_t *vm_check_yieldable(lua_State *L, const char *fname) {
   co_t *co = g_current;
-  if (!co) {
+  if (!co || (!lua_isyieldable(L) && inside_require(L))) {
     luaL_error(L,
                "%s: can only wait inside a handler, task or timer (not while a module loads "
                "with require)",
@@ -541,6 +577,7 @@ void vm_resume(co_t *co, int nargs) {
   co->finished_ok = ok;
   if (!ok) {
     const char *msg = lua_tostring(co->L, -1);
+    if (!msg) msg = error_text(co->vm->L, co->L);
     luaL_traceback(co->vm->L, co->L, msg ? msg : "(error object is not a string)", 0);
     lua_xmove(co->vm->L, co->L, 1);
   }

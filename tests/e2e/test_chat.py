@@ -409,7 +409,7 @@ return {
   commands = { echo = "echo" },
   on_command = function(msg, args) msg:reply{ text = "echo: " .. args, buttons = { { { text = "Again", data = "again" } } } } end,
   on_message = function(msg) msg:reply("heard " .. msg.text .. " from " .. msg.user.id) end,
-  on_callback = function(cb) cb:reply("pressed " .. cb.data) end,
+  on_callback = function(cb) cb:reply("pressed " .. cb.data .. " on " .. tostring(cb.message.text)) end,
 }
 """
 
@@ -441,7 +441,7 @@ class WsChatChannelTest(WsTestBase):
             self.assertEqual(p["buttons"][0][0]["text"], "Again")
         res = d.req("alice", "chat.press", {"chat_id": "room1", "message_id": p["id"], "data": "again"})
         self.assertTrue(res["ok"], res)
-        pressed = d.msg("alice", lambda m: m.get("event") == "chat.message" and m["payload"]["text"] == "pressed again")
+        pressed = d.msg("alice", lambda m: m.get("event") == "chat.message" and m["payload"]["text"] == "pressed again on echo: hi")
         self.assertTrue(pressed["payload"]["bot"])
         res = d.req("alice", "chat.send", {"chat_id": "room2", "text": "plain words"})
         heard = d.msg("alice", lambda m: m.get("event") == "chat.message" and m["payload"]["chat_id"] == "room2")
@@ -518,6 +518,36 @@ class ChatgwTestCommand(unittest.TestCase):
             """)
         self.assertEqual(code, 0, out + err)
         self.assertTrue(out.endswith("2 passed, 0 failed\n"), out)
+
+    def test_policy_and_config_hold_for_one_case_then_are_undone(self):
+        code, out, err = self.run_specs("""\
+            return {
+              commands = { limit = "my limits" },
+              capability = { limit = "demo.limit" },
+              on_command = function(msg)
+                local app = chatgw.config.app or {}
+                return msg:reply(("%s %s"):format(tostring(msg.limits.max_lines),
+                                 tostring(app.demo and app.demo.mode)))
+              end,
+            }
+            """, """\
+            test("under a policy and a setting", function(t)
+              t:policy("rules:\\n  - allow: [demo.limit]\\n    output_limits: { max_lines: 7 }\\n")
+              t:config("app.demo.mode", "on")
+              t:eq(t:chat():user():send("/limit")[1].text, "7 on")
+            end)
+            test("the next case has neither", function(t)
+              t:eq(t:chat():user():send("/limit")[1].text, "not allowed")
+            end)
+            test("a bad policy fails the case with its line", function(t)
+              t:policy("rules:\\n  - allow: [x]\\n    colour: red\\n")
+            end)
+            """)
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("ok   under a policy and a setting", out)
+        self.assertIn("FAIL a bad policy fails the case with its line", out)
+        self.assertRegex(out, r"t:policy: t:policy:3: .*colour")
+        self.assertTrue(out.endswith("2 passed, 1 failed\n"), out)
 
 
 if __name__ == "__main__":

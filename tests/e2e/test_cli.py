@@ -136,6 +136,8 @@ class CliTest(unittest.TestCase):
         code, out, err = self.cli("check", self.hdir, "--config", self.config)
         elapsed = time.time() - t0
         self.assertEqual(code, 0, err)
+        self.assertEqual(out, "chatgw check: OK\n", "the verdict is on stdout")
+        self.assertNotIn("check: OK", err)
         self.assertLess(elapsed, 5 * SLOW, "check must return promptly")
         self.assertNotIn("listening", err)
         self.assertNotIn('"ready"', err)

@@ -29,10 +29,10 @@ class ExamplesCheckTest(unittest.TestCase):
         self.assertGreaterEqual(len(names), 2)
         for name in names:
             d = os.path.join(EXAMPLES, name)
-            code, _, err = run_cli(["check", os.path.join(d, "handlers"), "--config",
+            code, out, err = run_cli(["check", os.path.join(d, "handlers"), "--config",
                                     os.path.join(d, "chatgw.yml")])
             self.assertEqual(code, 0, "%s: %s" % (name, err))
-            self.assertIn("OK", err)
+            self.assertIn("chatgw check: OK", out)
 
 
 class HttpEchoTest(GatewayTest):
@@ -108,26 +108,4 @@ class WsChatTest(WsTestBase):
 
 if __name__ == "__main__":
     unittest.main()
-
-
-class AiBotTest(GatewayTest):
-    def test_ask_streams_an_answer_and_remembers(self):
-        from fake_llm import FakeLLM
-        llm = FakeLLM(keys={"openai": "sk-example"})
-        llm.start()
-        self.addCleanup(llm.stop)
-        g = example_gateway("ai-bot", env={"DEEPSEEK_API_KEY": "sk-example", "DEEPSEEK_BASE_URL": llm.url,
-                                            "CHATGW_TEST_CHANNEL": "1"})
-        self._gws.append(g)
-        g.start()
-        llm.reply("Paris, of course.")
-        r = g.request("POST", "/v1/test/inbound", json_body={"chat_id": "e1", "text": "/ask capital of France?"})
-        self.assertEqual(r.status, 200, r.text)
-        texts = lambda: [m["text"] for m in g.get("/v1/test/sent?chat_id=e1").json()["messages"]]
-        self.wait(lambda: "Paris, of course." in texts(), 10, "the answer")
-        self.assertTrue(llm.calls()[-1]["stream"], "the answer was streamed")
-        g.request("POST", "/v1/test/inbound", json_body={"chat_id": "e1", "text": "/ask and Italy?"})
-        self.wait(lambda: len(llm.calls()) >= 2, 10, "the second question")
-        msgs = llm.calls()[-1]["json"]["messages"]
-        self.assertEqual([m["role"] for m in msgs], ["system", "user", "assistant", "user"], "remembered")
 

@@ -3,9 +3,6 @@
 -- deployment's config/policy.yml and app: settings, each runs under the policy and the
 -- app.ops settings given here (both restored afterwards): user 42 is the owner, user 43 an owner
 -- with small output limits, anyone else is refused.
-local dispatch = require "chatgw.chat.dispatch"
-local policy = require "chatgw.chat.policy"
-
 local POLICY = [[
 rules:
   - match: { channel: test, user_id: "42" }
@@ -20,13 +17,9 @@ rules:
 
 local function case(name, app, fn)
   test(name, function(t)
-    chatgw.config.app = chatgw.config.app or {}
-    local old_policy, old_app = dispatch.policy, chatgw.config.app.ops
-    dispatch.policy = assert(policy.parse(POLICY, "ops_spec"))
-    chatgw.config.app.ops = app
-    local ok, err = pcall(fn, t)
-    dispatch.policy, chatgw.config.app.ops = old_policy, old_app
-    if not ok then error(err, 0) end
+    t:policy(POLICY)
+    t:config("app.ops", app)
+    fn(t)
   end)
 end
 

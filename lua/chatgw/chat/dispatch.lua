@@ -17,8 +17,10 @@ local allowlist = require "chatgw.chat.allowlist"
 local outbox = require "chatgw.chat.outbox"
 local texts = require "chatgw.chat.texts"
 local model = require "chatgw.chat.model"
+local json = require "chatgw.json"
 
-local type, tostring, ipairs, pairs, xpcall, traceback = type, tostring, ipairs, pairs, xpcall, debug.traceback
+local errtrace = require "chatgw.errtrace"
+local type, tostring, ipairs, pairs, xpcall, traceback = type, tostring, ipairs, pairs, xpcall, errtrace.handler
 local sort, concat, ceil = table.sort, table.concat, math.ceil
 
 local M = {
@@ -65,7 +67,7 @@ local function invoke(entry, what, fn, msg, ...)
   local id = short_id()
   chatgw.log.error("chat handler failed", { handler = entry and entry.name or "-", file = entry and entry.file or "-",
     ["function"] = what, channel = msg.channel, chat_id = msg.chat and msg.chat.id or "-", error_id = id,
-    error = tostring(r) })
+    error = errtrace.locate(tostring(r), fn) })
   if msg.reply then pcall(msg.reply, msg, texts.get("handler_error", { id = id })) end
   return nil
 end
@@ -158,7 +160,7 @@ local function run_command(msg)
   if not c then
     local b = builtins[msg.command]
     if b then
-      msg._limits = decide(msg, nil).limits
+      msg.limits = decide(msg, nil).limits
       return invoke(nil, "/" .. msg.command, b.fn, msg)
     end
     if M.unknown_hint and (msg.chat.type == "private" or msg.mentioned) then
@@ -175,7 +177,7 @@ local function run_command(msg)
     return
   end
   if not within_rate(msg, c.capability, d) then return end
-  msg._limits, msg._handler = d.limits, c.handler.name
+  msg.limits, msg._handler = d.limits, c.handler.name
   return invoke(c.handler, "on_command", c.handler.mod.on_command, msg, msg.args)
 end
 
@@ -190,7 +192,7 @@ local function run_messages(msg)
     if serves(entry, msg) and addressed(entry, msg) and (not msg.edited or entry.edits) then
       local d = decide(msg, entry.message_capability)
       if d.allowed then
-        msg._limits, msg._handler = d.limits, entry.name
+        msg.limits, msg._handler = d.limits, entry.name
         if within_rate(msg, entry.message_capability, d) then
           if invoke(entry, "on_message", entry.mod.on_message, msg) == true then return end
         else
@@ -236,6 +238,10 @@ function M.callback(cb)
   if cb.message and cb.message.id and cb.chat then
     local row = outbox.find_by_message(cb.channel, cb.account, cb.chat.id, cb.message.id)
     target = row and row.handler and handlers.by_name[row.handler]
+    if row and cb.message.text == nil then -- a channel whose press carries only the id (ws)
+      local body = type(row.body) == "string" and json.decode(row.body)
+      cb.message.text = type(body) == "table" and type(body.text) == "string" and body.text or nil
+    end
   end
   local list = (target and target.mod.on_callback) and { target } or handlers.callback_handlers
   for _, entry in ipairs(list) do

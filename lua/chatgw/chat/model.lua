@@ -114,8 +114,8 @@ end
 
 -- The output limits of the policy decision this message was handled under (truncation says so).
 local function limited(m, text)
-  if not text or not m._limits then return text end
-  local t, cut = policy.truncate(text, m._limits, {
+  if not text or not m.limits then return text end
+  local t, cut = policy.truncate(text, m.limits, {
     truncated = texts.get("truncated"),
     more_lines = function(n) return n == 1 and texts.get("truncated_line") or texts.get("truncated_lines", { n = n }) end })
   if cut then m._truncated = true end

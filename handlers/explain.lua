@@ -10,8 +10,8 @@ local function context_of(msg)
   local ctx = { replied_text = r.text, replied_from_bot = r.from_bot }
   local alert = chatgw.notify.lookup(msg.channel, msg.chat.id, r.id)
   if alert then
-    ctx.replied_text = ctx.replied_text or alert.text
-    ctx.alert = { project_id = alert.project_id, meta = alert.meta, text = alert.text }
+    if not ctx.replied_text or ctx.replied_text == "" then ctx.replied_text = alert.text end
+    ctx.alert = { project_id = alert.project_id, priority = alert.priority, meta = alert.meta, text = alert.text }
   end
   return ctx
 end

@@ -2,7 +2,8 @@
 -- draft, a Feishu streaming card, or edits of one message), and remembers the conversation
 -- (per chat, per user in groups; /reset forgets it). Needs a provider: DEEPSEEK_API_KEY (the
 -- default, as in seed 000), or OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY,
--- OLLAMA_HOST, ... (docs/ai.md).
+-- OLLAMA_HOST, ... (docs/ai.md). Without one, chatgw.ai.chat returns nil, "unavailable: no AI
+-- provider is configured (...)" and stream:fail(err) puts that in the chat.
 return {
   commands = { ask = "ask the AI (the answer is streamed)" },
   on_command = function(msg, question)

@@ -22,10 +22,10 @@ local function nn(v) if v == nil then return NULL end return v end
 
 local function record(h, channel, account, chat_id, item)
   chatgw.db.exec([[INSERT INTO notify_messages (outbox_id, channel, account, chat_id, project_id, meta, text,
-      update_key, dedupe_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
+      update_key, dedupe_key, created_at, priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)]],
     h.id, channel, account, chat_id, item.project_id and tostring(item.project_id) or nil,
     item.meta ~= nil and json.encode(item.meta) or nil, item.text or item.caption, item.update_key, item.dedupe_key,
-    chatgw.time())
+    chatgw.time(), nn(item.priority))
 end
 
 -- true when the key was not seen in the window (and is now), false for a repeat

@@ -163,6 +163,7 @@ local function run(req, b, item)
   -- a JSON null project_id is no project (not the text "userdata: NULL" in notify_messages)
   item.project_id = (type(b.project_id) == "string" or type(b.project_id) == "number") and b.project_id or nil
   item.meta = b.meta
+  item.priority = ctx.info and ctx.info.delivery_priority or nil -- for lookup: the alert's level
   item.update_key = (type(b.update_key) == "string" or type(b.update_key) == "number") and tostring(b.update_key) or nil
   item.dedupe_key = (type(b.dedupe_key) == "string" or type(b.dedupe_key) == "number") and tostring(b.dedupe_key) or nil
   item.dedupe_window_s = type(b.dedupe_window_s) == "number" and b.dedupe_window_s > 0 and b.dedupe_window_s or nil
@@ -309,13 +310,14 @@ local api = {}
 function api.lookup(channel, chat_id, message_id)
   if type(channel) ~= "string" then error("chatgw.notify.lookup: channel must be a string", 2) end
   if chat_id == nil or message_id == nil then error("chatgw.notify.lookup: chat_id and message_id are required", 2) end
-  local rows = chatgw.db.query([[SELECT n.project_id, n.meta, n.text, n.outbox_id, n.update_key, n.created_at,
+  local rows = chatgw.db.query([[SELECT n.project_id, n.meta, n.text, n.priority, n.outbox_id, n.update_key, n.created_at,
       o.message_id, o.message_ids FROM notify_messages n JOIN chat_outbox o ON o.id = n.outbox_id
     WHERE n.channel = ? AND n.chat_id = ? AND (o.message_id = ? OR o.message_ids LIKE ?)
     ORDER BY n.id DESC LIMIT 1]], channel, tostring(chat_id), tostring(message_id), '%"' .. tostring(message_id) .. '"%')
   local r = rows and rows[1]
   if not r then return nil end
   return { project_id = r.project_id, meta = r.meta and json.decode(r.meta) or nil, text = r.text,
+           priority = r.priority,
            outbox_id = r.outbox_id, update_key = r.update_key, created_at = r.created_at, message_id = r.message_id }
 end
 

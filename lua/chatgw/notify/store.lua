@@ -26,6 +26,8 @@ dbmod.register("chatgw.notify", {
     due_at REAL NOT NULL, text TEXT NOT NULL);
   CREATE INDEX notify_digest_due ON notify_digest (due_at);
   ]],
+  -- 2: the delivery priority the gate resolved, for chatgw.notify.lookup (explain's context)
+  [[ALTER TABLE notify_messages ADD COLUMN priority TEXT;]],
 })
 
 return {}

@@ -11,7 +11,7 @@ local config = require "chatgw.config"
 
 local M = {}
 
-local MODES = { "poll", "webhook" }
+local MODES = { "poll", "webhook", "send" }
 local NAME = "^[a-z][a-z0-9_]*$"
 
 M.schema = { type = "map", fields = {
@@ -20,7 +20,7 @@ M.schema = { type = "map", fields = {
     api_base = { type = "string", default = "https://api.telegram.org", min_len = 1, max_len = 1023,
       doc = "The Bot API base URL; `TELEGRAM_API_BASE` wins." },
     mode = { type = "string", enum = MODES, default = "poll",
-      doc = "`poll` (getUpdates) or `webhook`; `TELEGRAM_MODE` wins." },
+      doc = "`poll` (getUpdates), `webhook`, or `send`: send only, nothing received (a notify-only bot); `TELEGRAM_MODE` wins." },
     poll_timeout_s = config.int(25, 0, 50, "The long poll's `timeout` of getUpdates, in seconds."),
     poll_interval_ms = config.int(1500, 0, 600000,
       "The pause between two polls when `poll_timeout_s` is 0 (seed 000's key)."),
@@ -64,8 +64,8 @@ function M.accounts(cfg, getenv)
       webhook_secret = env(getenv, a.webhook_secret_env) or (defaults and env(getenv, "TELEGRAM_WEBHOOK_SECRET")) or nil,
       username = (defaults and env(getenv, "TELEGRAM_BOT_USERNAME")) or a.username,
     }
-    if acct.mode ~= "poll" and acct.mode ~= "webhook" then
-      acct.bad_mode = "TELEGRAM_MODE must be poll or webhook, got '" .. tostring(acct.mode) .. "'"
+    if acct.mode ~= "poll" and acct.mode ~= "webhook" and acct.mode ~= "send" then
+      acct.bad_mode = "TELEGRAM_MODE must be poll, webhook or send, got '" .. tostring(acct.mode) .. "'"
     end
     if not token then acct.off_reason = token_env .. " is not set" end
     list[#list + 1] = acct

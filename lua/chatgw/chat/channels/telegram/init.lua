@@ -78,6 +78,7 @@ local function introduce(acct)
   local b = { id = apimod.id(me.id), username = acct.username or me.username }
   bots:set(acct.name, json.encode(b))
   acct.bot = b
+  if acct.mode == "send" then return true end -- receives nothing: no command menu
   local ok, cerr = acct.api:call("setMyCommands", { commands = commands_for_menu() })
   if not ok then
     chatgw.log.warn("telegram: setMyCommands failed (the command menu is not updated)",
@@ -104,6 +105,14 @@ local function run_account(acct)
     if serr then return nil, serr end
   end
   if acct.mode == "webhook" then return webhook.run(acct, poll.ALLOWED) end
+  if acct.mode == "send" then
+    -- send only: the outbox sends; no getUpdates, and a webhook someone else set is left alone
+    chat.set_state("telegram", acct.name, "ok", nil, { mode = "send" })
+    while true do
+      local _, serr = chatgw.sleep(3600000)
+      if serr then return nil, serr end
+    end
+  end
   local dok, derr = webhook.delete_if_set(acct)
   if not dok then
     chat.set_state("telegram", acct.name, "error", "deleteWebhook: " .. tostring(derr), { mode = "poll" })

@@ -18,8 +18,9 @@ local M = {}
 
 local id = api.id
 
--- The UTF-8 bytes of s from UTF-16 unit offset `from` (0-based), `len` units long.
-local function utf16_sub(s, from, len)
+-- The byte range [start, stop] of s from UTF-16 unit offset `from` (0-based), `len` units
+-- long; nil when the offset is past the end.
+local function utf16_range(s, from, len)
   local units, i, n = 0, 1, #s
   local start, stop
   while i <= n do
@@ -30,8 +31,14 @@ local function utf16_sub(s, from, len)
     units = units + (size == 4 and 2 or 1)
     i = i + size
   end
-  if not start then return "" end
-  return s:sub(start, stop or n)
+  if not start then return nil end
+  return start, stop or n
+end
+
+-- The UTF-8 bytes of s from UTF-16 unit offset `from` (0-based), `len` units long.
+local function utf16_sub(s, from, len)
+  local start, stop = utf16_range(s, from, len)
+  return start and s:sub(start, stop) or ""
 end
 M.utf16_sub = utf16_sub
 
@@ -49,19 +56,37 @@ local function chat_of(c)
            title = c.title }
 end
 
--- Whether the message names the bot: a `mention` entity "@username" or a `text_mention` of it.
+-- Whether the message names the bot: a `mention` entity "@username", a `text_mention` of it,
+-- or a leading command addressed to it ("/explain@alerts_bot", Telegram's own way to name the
+-- bot in a group). Also returns the byte ranges of the "@username" mentions.
 local function mentions_bot(text, entities, bot)
-  if type(entities) ~= "table" or not bot then return false end
+  if type(entities) ~= "table" or not bot then return false, {} end
   local uname = bot.username and lower(bot.username)
+  local found, ranges = false, {}
   for _, e in ipairs(entities) do
     if e.type == "mention" and uname then
-      local m = utf16_sub(text, e.offset or 0, e.length or 0)
-      if lower(m) == "@" .. uname then return true end
+      local a, b = utf16_range(text, e.offset or 0, e.length or 0)
+      if a and lower(text:sub(a, b)) == "@" .. uname then
+        found = true
+        ranges[#ranges + 1] = { a, b }
+      end
     elseif e.type == "text_mention" and type(e.user) == "table" and id(e.user.id) == bot.id then
-      return true
+      found = true
+    elseif e.type == "bot_command" and (e.offset or -1) == 0 and uname then
+      local cmd = lower(utf16_sub(text, 0, e.length or 0))
+      if cmd:match("@(.*)$") == uname then found = true end
     end
   end
-  return false
+  return found, ranges
+end
+
+-- A command's text without the "@bot" mentions that only address it: "/explain @alerts_bot"
+-- asks the default question, not "@alerts_bot" (ranges in text order, as entities come).
+local function without_mentions(text, ranges)
+  for i = #ranges, 1, -1 do
+    text = text:sub(1, ranges[i][1] - 1) .. text:sub(ranges[i][2] + 1)
+  end
+  return (text:gsub("%s%s+", " "):gsub("%s+$", ""))
 end
 
 local function command_at_start(entities)
@@ -101,12 +126,15 @@ end
 local function message_fields(m, bot, edited)
   local text = m.text or m.caption or ""
   local entities = m.entities or m.caption_entities
+  local mentioned, ranges = mentions_bot(text, entities, bot)
+  local is_command = command_at_start(entities)
+  if is_command and #ranges > 0 then text = without_mentions(text, ranges) end
   local f = {
     id = id(m.message_id), chat = chat_of(m.chat), user = user_of(m.from), text = text,
-    date = m.date, mentioned = mentions_bot(text, entities, bot), edited = edited,
+    date = m.date, mentioned = mentioned, edited = edited,
     attachments = attachments(m),
     -- a "/" that Telegram did not mark as a command (e.g. "/ path") is not one
-    no_command = text:sub(1, 1) == "/" and not command_at_start(entities),
+    no_command = text:sub(1, 1) == "/" and not is_command,
   }
   local r = m.reply_to_message
   if type(r) == "table" then

@@ -172,7 +172,7 @@ return {
 
   routes = {
     -- ?limit=N (1..1000, default 100), ?channel=, ?chat_id=: newest first.
-    ["GET /v1/feedback"] = function(req)
+    ["GET /v1/feedback"] = { scope = "read", function(req)
       local q = req.query
       local limit = math.max(1, math.min(1000, math.floor(tonumber(q.limit) or 100)))
       local where, args = {}, {}
@@ -198,6 +198,6 @@ return {
       local empty = chatgw.json.empty_array
       return { ok = true, records = #rows > 0 and rows or empty, minimums = #mins > 0 and mins or empty,
                levels = list, cooldown_s = cooldown_s() }
-    end,
+    end },
   },
 }

@@ -637,6 +637,7 @@ function M.load(path, opts)
   end)
   if #errors > 0 then return nil, errors end
   cfg._source = source
+  cfg._lines = ctx.lines -- "tokens.x.scopes" -> its line, for the problems of later load steps
   return cfg, errors
 end
 

@@ -68,7 +68,7 @@ M.register_key("name", function(v)
   if type(v) ~= "string" or v == "" then return "name must be a non-empty string" end
 end)
 
-local ROUTE_OPTIONS = { public = "boolean", listener = "string" }
+local ROUTE_OPTIONS = { public = "boolean", listener = "string", scope = "string" }
 
 -- Routes are checked here and collected by M.load (they need every file to find duplicates).
 M.register_key("routes", function(v, ctx)
@@ -88,9 +88,12 @@ M.register_key("routes", function(v, ctx)
           for k, val in pairs(spec) do
             if k ~= 1 then
               if not ROUTE_OPTIONS[k] then
-                ctx.problem(line, "route '" .. key .. "': unknown option '" .. tostring(k) .. "' (known: listener, public)")
+                ctx.problem(line, "route '" .. key .. "': unknown option '" .. tostring(k) .. "' (known: listener, public, scope)")
               elseif type(val) ~= ROUTE_OPTIONS[k] then
                 ctx.problem(line, "route '" .. key .. "': " .. k .. " must be a " .. ROUTE_OPTIONS[k] .. ", got " .. type(val))
+              elseif k == "scope" and not require("chatgw.auth").KNOWN[val] then
+                ctx.problem(line, "route '" .. key .. "': scope must be one of "
+                  .. table.concat(require("chatgw.auth").SCOPES, ", ") .. ", got '" .. val .. "'")
               else
                 opts[k] = val
               end
@@ -98,10 +101,10 @@ M.register_key("routes", function(v, ctx)
           end
         end
         if type(fn) ~= "function" then
-          ctx.problem(line, "route '" .. key .. "' must be a function or { fn, public = ..., listener = ... }")
+          ctx.problem(line, "route '" .. key .. "' must be a function or { fn, public = ..., listener = ..., scope = ... }")
         else
           ctx.routes[#ctx.routes + 1] = { method = method, path = path, segs = segs, fn = fn,
-            public = opts.public or false, listener = opts.listener or "main",
+            public = opts.public or false, listener = opts.listener or "main", scope = opts.scope or "admin",
             label = key, file = ctx.file, line = line or fn_line(fn, 1) }
         end
       end

@@ -8,6 +8,7 @@ local sandbox = require "chatgw.sandbox"
 local parse_query = require("chatgw.url").parse_query
 
 local errtrace = require "chatgw.errtrace"
+local auth = require "chatgw.auth"
 local type, pairs, tostring, xpcall, traceback = type, pairs, tostring, xpcall, errtrace.handler
 local find, lower = string.find, string.lower
 
@@ -143,6 +144,8 @@ function M.register_builtin_route(route)
   extra_builtins[#extra_builtins + 1] = route
 end
 
+local whoami
+
 -- Liveness for probes (Kubernetes, load balancers): no token, no detail.
 local HEALTHZ_DRAINING = '{"ok":false}'
 local function healthz()
@@ -150,10 +153,18 @@ local function healthz()
   return 200, HEALTH_OK, JSON_HEADERS
 end
 
+-- Who the request's token is and what it may do (any valid token may ask).
+function whoami(req)
+  return { ok = true, name = req.auth.name, scopes = req.auth.scopes }
+end
+
 local function add_builtins(router, listener)
-  router:add({ method = "GET", path = "/health", fn = health, public = false, label = "GET /health" })
+  router:add({ method = "GET", path = "/health", fn = health, public = false, label = "GET /health", scope = "read" })
   router:add({ method = "GET", path = "/healthz", fn = healthz, public = true, label = "GET /healthz" })
-  router:add({ method = "GET", path = "/metrics", fn = metrics_route, public = false, label = "GET /metrics" })
+  router:add({ method = "GET", path = "/metrics", fn = metrics_route, public = false, label = "GET /metrics",
+               scope = "read" })
+  router:add({ method = "GET", path = "/v1/whoami", fn = whoami, public = false, label = "GET /v1/whoami",
+               scope = false })
   for _, r in ipairs(extra_builtins) do
     -- listener: a name, or a function of the config read now (a route whose listener is set)
     local l = r.listener
@@ -196,6 +207,8 @@ function M.load(opts)
   local handlers, routers, hproblems = loader.load(opts.handlers_dir, cfg.listeners, add_builtins)
   if #hproblems > 0 then return false, hproblems end
   M.handlers, M.routers = handlers, routers
+  local tproblems = auth.configure(cfg)
+  if tproblems then return false, tproblems end
   for _, step in ipairs(load_steps) do
     local p = step(cfg, opts)
     if p and #p > 0 then return false, p end
@@ -313,9 +326,17 @@ function M.dispatch(req)
   end
   local label = route.label
   local headers = req.headers
-  if not route.public and not chatgw._auth(headers.authorization) then
-    local s, b, h = json_error(401, "unauthorized", { ["WWW-Authenticate"] = "Bearer" })
-    return s, b, h, label
+  if not route.public then
+    local who = auth.check(headers.authorization)
+    if not who then
+      local s, b, h = json_error(401, "unauthorized", { ["WWW-Authenticate"] = "Bearer" })
+      return s, b, h, label
+    end
+    if not auth.allows(who, route.scope) then
+      local s, b, h = json_error(403, "forbidden", nil, { scope = route.scope or "admin" })
+      return s, b, h, label
+    end
+    req.auth = who.public -- { name, scopes }: the handler may ask who called
   end
   req.params = params
   req.query = parse_query(req.query_string)

@@ -10,10 +10,11 @@ local json = require "chatgw.json"
 local config = require "chatgw.config"
 local loader = require "chatgw.loader"
 local url = require "chatgw.url"
+local auth = require "chatgw.auth"
 
 local C = chatgw._ws
 local type, pairs, ipairs, tostring, error, pcall, xpcall = type, pairs, ipairs, tostring, error, pcall, xpcall
-local traceback, getenv, sort = require("chatgw.errtrace").handler, os.getenv, table.sort
+local traceback, sort = require("chatgw.errtrace").handler, table.sort
 
 local M = {}
 local R -- chatgw.runtime (see M.install)
@@ -325,25 +326,13 @@ end
 
 local ALL = { all = true }
 
-local function set_of(list)
-  local s = {}
-  for _, v in ipairs(list or {}) do s[v] = true end
-  return s
-end
-
--- Grants of a token: the gateway token grants everything; ws.tokens entries grant their roles
--- (all roles when none are listed) and scopes ("*" = any). nil when the token is unknown.
+-- Grants of a token: the gateway token (and an admin token) grants everything; a token with
+-- the ws scope grants its roles (all roles when none are listed) and ws_scopes ("*" = any);
+-- ws.tokens entries the same. nil when the token is unknown.
 local function grant_for(token)
-  if type(token) ~= "string" or token == "" then return nil end
-  if chatgw._auth("Bearer " .. token) then return ALL end
-  local found
-  for _, t in ipairs(wscfg().tokens or {}) do
-    local v = t.token_env and getenv(t.token_env)
-    if v and v ~= "" and C.token_eq(token, v) and not found then found = t end
-  end
-  if not found then return nil end
-  local roles = found.roles and #found.roles > 0 and set_of(found.roles) or { operator = true, node = true }
-  return { roles = roles, scopes = set_of(found.scopes) }
+  local g = auth.ws_grant(token) -- tokens: entries with the ws scope, and ws.tokens
+  if g and g.all then return ALL end
+  return g
 end
 
 local function opt_string(v, max)

@@ -284,35 +284,17 @@ static int l_presence(lua_State *L) {
   return 1;
 }
 
-/* _ws.token_eq(given, secret): constant time in the secret's length (the one compare the
- * bearer check uses too). */
-static int l_token_eq(lua_State *L) {
-  size_t gl = 0, sl = 0;
-  const char *given = lua_tolstring(L, 1, &gl);
-  const char *secret = lua_tolstring(L, 2, &sl);
-  lua_pushboolean(L, given && secret && gl && sl && str_ct_equal(given, gl, secret, sl));
-  return 1;
-}
-
 static int l_count(lua_State *L) {
   lua_pushnumber(L, (lua_Number)ws_connection_count());
   return 1;
 }
 
 void lib_ws_register(lua_State *L, int t) {
-  static const luaL_Reg fns[] = {{"broadcast", l_broadcast},
-                                 {"send", l_send},
-                                 {"close", l_close},
-                                 {"list", l_list},
-                                 {"get", l_get},
-                                 {"info", l_info},
-                                 {"data_get", l_data_get},
-                                 {"data_set", l_data_set},
-                                 {"accept", l_accept},
-                                 {"presence", l_presence},
-                                 {"token_eq", l_token_eq},
-                                 {"count", l_count},
-                                 {NULL, NULL}};
+  static const luaL_Reg fns[] = {
+      {"broadcast", l_broadcast}, {"send", l_send},         {"close", l_close},
+      {"list", l_list},           {"get", l_get},           {"info", l_info},
+      {"data_get", l_data_get},   {"data_set", l_data_set}, {"accept", l_accept},
+      {"presence", l_presence},   {"count", l_count},       {NULL, NULL}};
   lua_newtable(L);
   for (const luaL_Reg *r = fns; r->name; r++) {
     lua_pushcfunction(L, r->func);

@@ -35,7 +35,7 @@ end
 
 -- the route's answer (chatgw.json.empty_array, a marker, made an empty table)
 local function route(query)
-  local out = feedback.routes["GET /v1/feedback"]({ query = query })
+  local out = feedback.routes["GET /v1/feedback"][1]({ query = query })
   for _, k in ipairs({ "records", "minimums" }) do
     if out[k] == chatgw.json.empty_array then out[k] = {} end
   end

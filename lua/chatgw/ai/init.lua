@@ -122,8 +122,10 @@ function M.install(R)
     return true
   end)
   R.register_health("ai", providers.health)
-  R.register_builtin_route({ method = "POST", path = "/v1/tasks", fn = tasks.post_route, label = "POST /v1/tasks" })
-  R.register_builtin_route({ method = "GET", path = "/v1/tasks/:id", fn = tasks.get_route, label = "GET /v1/tasks/:id" })
+  R.register_builtin_route({ method = "POST", path = "/v1/tasks", fn = tasks.post_route, label = "POST /v1/tasks",
+    scope = "tasks" })
+  R.register_builtin_route({ method = "GET", path = "/v1/tasks/:id", fn = tasks.get_route, label = "GET /v1/tasks/:id",
+    scope = "tasks" })
   -- /reset forgets the conversation of this chat (and user, in groups)
   handlers.BUILTIN.reset = true
   dispatch.builtins.reset = { desc = "reset_desc", fn = function(msg)

@@ -105,6 +105,28 @@ local function channel_health()
   return { status = degraded and "degraded" or "ok", channels = out }
 end
 
+-- GET /v1/channels: seed 001's runtime snapshot (getRuntimeSnapshot), one entry per channel
+-- account, from the adapters' real state (their last poll, event or send), not a timer.
+local STATUS = { ok = "connected", starting = "connecting", off = "disconnected", error = "error" }
+local function channels_route()
+  local list = {}
+  for key, s in pairs(channel_health().channels) do
+    local channel, account = key:match("^([^:]+):(.*)$")
+    list[#list + 1] = {
+      channelId = channel, accountId = account, running = s.state == "ok" or s.state == "starting",
+      status = STATUS[s.state] or "disconnected", state = s.state,
+      lastError = s.last_error, last_error = s.last_error, last_error_at = s.last_error_at,
+      last_connected_at = s.last_ok_at, outbox_depth = s.outbox_depth, mode = s.mode,
+      source = s.source or "config" }
+  end
+  table.sort(list, function(a, b)
+    if a.channelId ~= b.channelId then return a.channelId < b.channelId end
+    return a.accountId < b.accountId
+  end)
+  if #list == 0 then list = json.empty_array end
+  return { ok = true, channels = list }
+end
+
 -- ---- inbound ----
 
 local function bot_username(channel, account)
@@ -381,6 +403,8 @@ function M.install(runtime)
     return true
   end)
   R.register_health("channels", channel_health)
+  R.register_builtin_route({ method = "GET", path = "/v1/channels", fn = channels_route, scope = "read",
+    label = "GET /v1/channels" })
   -- A stop lets deliveries in flight finish (within the drain time): a message whose request
   -- is out gets its answer recorded instead of becoming unknown. Queued ones wait for the next
   -- start; running handlers finish on their own (they are tasks) while the drain lasts.

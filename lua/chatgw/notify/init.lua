@@ -382,7 +382,7 @@ function M.install(R)
     return true
   end)
   R.register_listener_guard("notify", guard)
-  local function on(route) route.listener = "notify" R.register_builtin_route(route) end
+  local function on(route) route.listener, route.scope = "notify", "notify" R.register_builtin_route(route) end
   on({ method = "POST", path = "/v1/notify/text", fn = text_route, label = "POST /v1/notify/text" })
   on({ method = "POST", path = "/v1/notify/image", fn = image_route, label = "POST /v1/notify/image" })
   on({ method = "POST", path = "/v1/notify/alertmanager", fn = alertmanager_route, label = "POST /v1/notify/alertmanager" })

@@ -365,8 +365,16 @@ local dbmod = require "chatgw.db" -- chatgw.db (lua/chatgw/db.lua)
 -- Start hooks of runtime modules (channels, ...): name -> fn() returning true | nil, err. They
 -- run in order after the migrations, in the new state, while the old one still serves.
 local start_hooks, start_order = {}, {}
-function M.register_start(name, fn)
-  if not start_hooks[name] then start_order[#start_order + 1] = name end
+-- opts.before: the name of a hook this one must run before (the gateway registry adds its bots
+-- before "chat" starts every account).
+function M.register_start(name, fn, opts)
+  if not start_hooks[name] then
+    local at = #start_order + 1
+    for i, n in ipairs(start_order) do
+      if opts and n == opts.before then at = i break end
+    end
+    table.insert(start_order, at, name)
+  end
   start_hooks[name] = fn
 end
 
@@ -407,5 +415,6 @@ require("chatgw.chat.channels.telegram").install(M) -- Telegram (on with TELEGRA
 require("chatgw.chat.channels.feishu").install(M) -- Feishu/Lark (on with FEISHU_APP_ID and FEISHU_APP_SECRET)
 require("chatgw.ai").install(M) -- chatgw.ai, AI providers, POST /v1/tasks, /reset (lua/chatgw/ai/)
 require("chatgw.notify").install(M) -- the notify API on the notify listener (lua/chatgw/notify/)
+require("chatgw.registry").install(M) -- the gateway registry, /v1/gateways (lua/chatgw/registry/)
 
 return M

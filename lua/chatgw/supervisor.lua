@@ -269,7 +269,19 @@ local function start(spec, fname, internal)
   order[#order + 1] = name
   if not internal then ensure_health() end
   chatgw.spawn(supervisor, st, spec.run)
-  return { name = name, status = function() return status(st) end }
+  return { name = name, status = function() return status(st) end,
+    -- Stops this loop for good (the gateway registry's stop of a bot): cancelled at its next
+    -- wait, and its name free at once for a new loop.
+    stop = function(reason)
+      if not st.done then
+        st.stop_reason = reason or "stopped"
+        if st.co then chatgw._co_cancel(st.co, st.stop_reason) end
+      end
+      if loops[name] == st then
+        loops[name] = nil
+        for i, n in ipairs(order) do if n == name then table.remove(order, i) break end end
+      end
+    end }
 end
 
 function chatgw.supervise(spec) return start(spec, "chatgw.supervise") end

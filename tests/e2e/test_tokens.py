@@ -46,6 +46,8 @@ ROUTES = [
     ("POST", "/v1/tasks", "main", "tasks"),
     ("GET", "/v1/tasks/nope", "main", "tasks"),
     ("POST", "/v1/ws/broadcast", "main", "admin"),
+    ("GET", "/v1/gateways", "main", "admin"),
+    ("POST", "/v1/gateways", "main", "admin"),
     ("GET", "/mine", "main", "admin"),
     ("GET", "/mine/read", "main", "read"),
 ]

@@ -57,6 +57,12 @@ end
 
 function M.channel(name) return channels[name] end
 
+-- What an account's adapter last reported ({ state, last_ok_at, last_error, ... }), or nil.
+function M.account_state(channel, account)
+  local s = states:get(channel .. ":" .. account)
+  return s and json.decode(s) or nil
+end
+
 local function accounts_of(def)
   local ok, list = pcall(def.accounts or function() return { { name = "default" } } end)
   if not ok or type(list) ~= "table" then return {} end
@@ -346,7 +352,54 @@ end
 
 -- The sender's lock: "outbox-<channel>-<account>", in the characters a lock name may have
 -- ([a-z0-9_-], at most 64); an account name with others gets a hash of it instead.
-local function lock_name(channel, account)
+local lock_name
+
+-- One account: its outbox sender, then the adapter's own loop. An account without credentials
+-- is shown (off, and why), not started.
+local function start_account(name, def, a)
+  local acct = a.name
+  if a.off then
+    M.set_state(name, acct, "off", a.off_reason)
+    chatgw.log.info("chat channel off", { channel = name, account = acct, reason = a.off_reason })
+    return
+  end
+  senders[name .. ":" .. acct] = supervisor.internal{ name = ("outbox.%s.%s"):format(name, acct),
+    module = "chat", lock = def.lock ~= false and lock_name(name, acct) or nil,
+    run = function()
+      replay(name, acct)
+      return sender.run(def, acct)
+    end }
+  if def.start then def.start(acct) end
+end
+
+-- An account the adapter gained after start (the gateway registry): started now. nil, err
+-- when the channel or the account is unknown.
+function M.start_account(channel, account)
+  local def = channels[channel]
+  if not def then return nil, "no channel " .. tostring(channel) end
+  for _, a in ipairs(accounts_of(def)) do
+    if a.name == account then
+      if senders[channel .. ":" .. account] then return nil, "already started" end
+      start_account(channel, def, a)
+      return true
+    end
+  end
+  return nil, ("no %s account %s"):format(channel, tostring(account))
+end
+
+-- Stops an account's sender and the adapter's loop (the gateway registry's delete and update).
+-- Its queued messages stay in the outbox for the next start of the same account.
+function M.stop_account(channel, account, reason)
+  local def = channels[channel]
+  local key = channel .. ":" .. account
+  local h = senders[key]
+  senders[key] = nil
+  if h and h.stop then h.stop(reason or "stopped") end
+  if def and def.stop then pcall(def.stop, account, reason or "stopped") end
+  states:delete(key)
+end
+
+function lock_name(channel, account)
   local n = ("outbox-%s-%s"):format(channel, account)
   if #n <= 64 and n:match("^[a-z0-9_-]+$") then return n end
   return ("outbox-%s-%s"):format(channel:gsub("[^a-z0-9_-]", "_"):sub(1, 20),
@@ -379,22 +432,7 @@ function M.install(runtime)
   R.register_start("chat", function()
     for _, name in ipairs(channel_order) do
       local def = channels[name]
-      for _, a in ipairs(accounts_of(def)) do
-        local acct = a.name
-        if a.off then -- configured but without credentials: shown, not started
-          M.set_state(name, acct, "off", a.off_reason)
-          chatgw.log.info("chat channel off", { channel = name, account = acct, reason = a.off_reason })
-          goto continue
-        end
-        senders[name .. ":" .. acct] = supervisor.internal{ name = ("outbox.%s.%s"):format(name, acct),
-          module = "chat", lock = def.lock ~= false and lock_name(name, acct) or nil,
-          run = function()
-            replay(name, acct)
-            return sender.run(def, acct)
-          end }
-        if def.start then def.start(acct) end
-        ::continue::
-      end
+      for _, a in ipairs(accounts_of(def)) do start_account(name, def, a) end
     end
     chatgw.every(600000, function()
       ledger.prune()

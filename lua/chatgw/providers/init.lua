@@ -58,6 +58,29 @@ function M.configure(cfg)
   return r
 end
 
+-- A provider added while running (the gateway registry): prov as providers/config.lua builds
+-- them ({ name, kind, api_key, base_url, model, ... }). nil, err when the name is taken.
+function M.add(prov)
+  if state.by_name[prov.name] then return nil, "a provider named " .. prov.name .. " exists" end
+  prov.source = "registry"
+  state.list[#state.list + 1] = prov
+  state.by_name[prov.name] = prov
+  if not state.default then state.default = prov.name end
+  return prov
+end
+
+function M.remove(name)
+  local p = state.by_name[name]
+  if not p or p.source ~= "registry" then return false end
+  state.by_name[name] = nil
+  for i, x in ipairs(state.list) do if x == p then table.remove(state.list, i) break end end
+  if state.default == name then
+    state.default = nil
+    for _, x in ipairs(state.list) do if not x.off_reason then state.default = x.name break end end
+  end
+  return true
+end
+
 function M.list() return state.list end
 function M.default_name() return state.default end
 function M.get(name) return state.by_name[name] end

@@ -55,6 +55,9 @@ local function decode(res)
   return j, j and tonumber(j.code), j and j.msg
 end
 
+-- Forgets the cached tenant token (an app removed: another app may take its name).
+function Api:forget() tokens:delete(self.account) end
+
 -- A new token from the platform. token | nil, err, info
 function Api:fetch_token()
   local res, err = chatgw.http.request{ method = "POST", timeout_ms = 15000,

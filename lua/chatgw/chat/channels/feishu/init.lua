@@ -28,6 +28,7 @@ local M = {}
 
 local bots = chatgw.shared("chatgw.feishu.bots") -- account -> JSON { open_id, name } (bot info)
 local accounts, by_name = {}, {}
+local settings = {} -- from the config at the load: what an app added at run time shares
 local answers = chatgw.shared("chatgw.feishu.answers") -- event id -> a card action's toast
 local CHECK_MS = 600000
 local chat_types = chatgw.shared("chatgw.feishu.chat_types") -- chat_id -> "p2p" | "group" (as events said)
@@ -189,7 +190,7 @@ M.def = {
   accounts = function()
     local out = {}
     for _, a in ipairs(accounts) do out[#out + 1] = { name = a.name, off = a.app_secret == nil or a.app_id == nil,
-                                                       off_reason = a.off_reason } end
+                                                       off_reason = a.off_reason, source = a.source } end
     return out
   end,
   deliver = function(name, op)
@@ -219,6 +220,11 @@ M.def = {
   governor = { chat_rate = 5, chat_burst = 5, bot_rate = 50, bot_burst = 50 },
   idempotent_sends = true, -- Feishu drops a send whose uuid it has seen: an unknown outcome is sent again
   start = start,
+  stop = function(name, reason)
+    local acct = by_name[name]
+    if acct and acct.loop and acct.loop.stop then acct.loop.stop(reason) end
+    if acct then acct.loop = nil end
+  end,
   stream = function(msg) return stream.new(msg, by_name[msg.account], by_name[msg.account] and by_name[msg.account].stream) end,
   health = function(name)
     local acct = by_name[name]
@@ -244,6 +250,8 @@ function M.install(R)
   R.register_load_step(function(cfg)
     accounts, by_name = {}, {}
     for _, a in ipairs(fsconfig.accounts(cfg)) do
+      settings.api_base, settings.event_path, settings.stream = a.api_base, path(cfg), a.stream
+      settings.listener = on_feishu(cfg)
       a.api = apimod.new(a)
       a.is_ours = function(message_id) return deliver.is_ours(a.name, message_id) end
       a.ensure_bot = function() return ensure_bot(a) end
@@ -252,6 +260,48 @@ function M.install(R)
     end
     return nil
   end)
+end
+
+-- An app added while running (the gateway registry): { name, app_id, app_secret,
+-- verification_token, encrypt_key, stream }; events at <event_path>/<name> on the feishu
+-- listener (when there is one). Start it with chat.start_account("feishu", name).
+function M.add_account(f)
+  if by_name[f.name] then return nil, "a Feishu account named " .. f.name .. " exists" end
+  local a = { name = f.name, api_base = settings.api_base or fsconfig.FEISHU, app_id = f.app_id,
+    app_secret = f.app_secret, app_id_env = "(gateway registry)", app_secret_env = "(gateway registry)",
+    verification_token = f.verification_token, encrypt_key = f.encrypt_key,
+    event_path = (settings.event_path or "/feishu/events") .. "/" .. f.name,
+    stream = f.stream or settings.stream or "card", source = "registry" }
+  a.api = apimod.new(a)
+  a.is_ours = function(message_id) return deliver.is_ours(a.name, message_id) end
+  a.ensure_bot = function() return ensure_bot(a) end
+  accounts[#accounts + 1] = a
+  by_name[a.name] = a
+  return a
+end
+
+function M.accounts() return accounts end
+
+function M.remove_account(name)
+  local a = by_name[name]
+  if not a or a.source ~= "registry" then return false end
+  a.api:forget()
+  by_name[name] = nil
+  for i, x in ipairs(accounts) do if x == a then table.remove(accounts, i) break end end
+  return true
+end
+
+-- Whether events can arrive: the feishu listener exists (declared, or made for an app with
+-- credentials in the environment at the load).
+function M.has_listener() return settings.listener == "feishu" end
+
+-- A tenant token fetched now (the registry's test): true | nil, err
+function M.probe(name)
+  local a = by_name[name]
+  if not a then return nil, "no Feishu account " .. tostring(name) end
+  local tok, err = a.api:fetch_token()
+  if not tok then return nil, err end
+  return true, {}
 end
 
 return M

@@ -171,7 +171,7 @@ M.def = {
   accounts = function()
     local out = {}
     for _, a in ipairs(accounts) do
-      out[#out + 1] = { name = a.name, off = a.token == nil, off_reason = a.off_reason }
+      out[#out + 1] = { name = a.name, off = a.token == nil, off_reason = a.off_reason, source = a.source }
     end
     return out
   end,
@@ -206,6 +206,11 @@ M.def = {
               edit_interval_ms = 1000 }, -- a streamed reply's edits: at least 1 s apart per chat
   idempotent_sends = false, -- Telegram has no idempotency key: an unknown outcome is not resent
   start = start,
+  stop = function(name, reason)
+    local acct = by_name[name]
+    if acct and acct.loop and acct.loop.stop then acct.loop.stop(reason) end
+    if acct then acct.loop = nil end
+  end,
 }
 
 function M.install(R)
@@ -227,6 +232,7 @@ function M.install(R)
     settings = { poll_timeout_s = t.poll_timeout_s, poll_interval_ms = t.poll_interval_ms, drafts = t.drafts }
     accounts, by_name = {}, {}
     for _, a in ipairs(tgconfig.accounts(cfg)) do
+      settings.api_base = a.api_base
       a.api = apimod.new(a)
       accounts[#accounts + 1] = a
       by_name[a.name] = a
@@ -237,5 +243,39 @@ function M.install(R)
 end
 
 M.accounts = function() return accounts end
+
+-- A bot added while running (the gateway registry): { name, token, mode, webhook_url,
+-- webhook_secret, username }; the same API base as the configured bots. Start it with
+-- chat.start_account("telegram", name). nil, err when the name is taken.
+function M.add_account(f)
+  if by_name[f.name] then return nil, "a Telegram account named " .. f.name .. " exists" end
+  local acct = { name = f.name, token = f.token, token_env = "(gateway registry)",
+    api_base = settings.api_base or "https://api.telegram.org", mode = f.mode or "poll",
+    webhook_url = f.webhook_url, webhook_secret = f.webhook_secret, username = f.username,
+    source = "registry" }
+  acct.api = apimod.new(acct)
+  accounts[#accounts + 1] = acct
+  by_name[acct.name] = acct
+  return acct
+end
+
+-- Forgets a bot added by add_account (after chat.stop_account stopped it).
+function M.remove_account(name)
+  local acct = by_name[name]
+  if not acct or acct.source ~= "registry" then return false end
+  bots:delete(name) -- its getMe: another bot may take the name
+  by_name[name] = nil
+  for i, a in ipairs(accounts) do if a == acct then table.remove(accounts, i) break end end
+  return true
+end
+
+-- getMe now (the registry's test): true, { id, username } | nil, err
+function M.probe(name)
+  local acct = by_name[name]
+  if not acct then return nil, "no Telegram account " .. tostring(name) end
+  local me, err = acct.api:call("getMe", {}, { timeout_ms = 10000 })
+  if not me then return nil, err end
+  return true, { id = apimod.id(me.id), username = me.username }
+end
 
 return M

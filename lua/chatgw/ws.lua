@@ -35,7 +35,7 @@ config.register_section("ws", { type = "map", fields = {
   tokens = { type = "list", doc = "Tokens that grant less than the gateway token: each `{token_env, roles, scopes}`.",
     items = { type = "map", fields = {
       token_env = { type = "string", min_len = 1, max_len = 255, doc = "Environment variable holding the "
-        .. "token (read at each `connect`; an unset or empty variable matches nothing)." },
+        .. "token (read at each load; an unset or empty variable matches nothing)." },
       roles = { type = "list", items = { type = "string", enum = { "operator", "node" } },
         doc_default = "all roles", doc = "Roles the token may connect as." },
       scopes = { type = "list", items = { type = "string", min_len = 1, max_len = 128 },

@@ -60,6 +60,22 @@ M.register_health("reload", function()
   return { status = "ok" }
 end)
 
+-- TLS listeners (docs/operations.md, "TLS"): degraded while a listener's last certificate load
+-- failed (it serves with the previous one). No TLS listener: no check.
+M.register_health("tls", function()
+  local t = chatgw._runtime_info().tls
+  if not t then return nil end
+  local status, failed = "ok", nil
+  for name, l in pairs(t) do
+    if l.last_error then
+      status = "degraded"
+      failed = failed or {}
+      failed[name] = l.last_error
+    end
+  end
+  return { status = status, last_error = failed }
+end)
+
 local function run_health_checks()
   local checks, status = nil, "ok"
   for _, name in ipairs(health_order) do
@@ -122,6 +138,7 @@ function verbose_health(status, checks)
     inflight = info.inflight,
     handlers = handlers,
     reloads = info.reloads,
+    tls = info.tls,
     config = chatgw.config and chatgw.config._source or nil,
   }
 end

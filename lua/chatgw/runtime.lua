@@ -199,6 +199,19 @@ end
 local load_steps = {}
 function M.register_load_step(fn) load_steps[#load_steps + 1] = fn end
 
+-- chatgw check: the certificate and key of each TLS listener load (at start the listener loads
+-- them itself; a reload keeps the running ones when they do not).
+M.register_load_step(function(cfg, opts)
+  if not opts.check_only then return nil end
+  local problems = {}
+  for name, l in pairs(cfg.listeners) do
+    local why = l.tls and chatgw._tls_check(name, l.tls.cert, l.tls.key)
+    if why then problems[#problems + 1] = ("%s: listeners.%s.tls: %s"):format(cfg._source, name, why) end
+  end
+  table.sort(problems)
+  return problems
+end)
+
 function M.load(opts)
   M.mode, M.handlers_dir = opts.mode, opts.handlers_dir
   local cfg, problems = config.load(opts.config_path, { explicit = opts.config_explicit })

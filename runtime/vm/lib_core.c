@@ -396,6 +396,20 @@ static int l_runtime_info(lua_State *L) {
   return 1;
 }
 
+/* chatgw._tls_check(listener, cert, key) -> nil | "why" (chatgw check: the files a TLS listener
+ * would load at start, loaded the same way and dropped) */
+static int l_tls_check(lua_State *L) {
+  char err[1024];
+  tls_ctx_t *t = tls_ctx_new(luaL_checkstring(L, 1), luaL_checkstring(L, 2), luaL_checkstring(L, 3),
+                             err, sizeof err);
+  if (t) {
+    tls_ctx_free(t);
+    return 0;
+  }
+  lua_pushstring(L, err);
+  return 1;
+}
+
 static int l_stopping(lua_State *L) {
   lua_pushboolean(L, upvalue_host(L)->stopping);
   return 1;
@@ -413,6 +427,7 @@ void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
                                      {"_runtime_info", l_runtime_info},
                                      {"_is_retired", l_is_retired},
                                      {"_stopping", l_stopping},
+                                     {"_tls_check", l_tls_check},
                                      {NULL, NULL}};
   for (const luaL_Reg *r = with_vm; r->name; r++) {
     lua_pushlightuserdata(L, vm);

@@ -13,7 +13,7 @@ import time
 import unittest
 import warnings
 
-from harness import SLOW, TOKEN, Gateway, GatewayTest, Response
+from harness import SLOW, TOKEN, Gateway, GatewayTest, Response, run_cli
 from test_ws import HAVE_NODE_WS, NODE_PATH, WsDriver
 
 HANDLERS = {"hello.lua": """\
@@ -278,6 +278,16 @@ class TestTlsConfig(TlsTestBase):
         g.lines = []
         text = self.boot_fails(g, "key " + g.key + " does not match certificate " + g.cert)
         self.assertNotIn("PRIVATE KEY", text)
+
+    def test_chatgw_check_loads_the_files(self):
+        g = self.tgw(start=False)
+        code, out, err = run_cli(["check", g.handlers_dir, "--config", g.config_path])
+        self.assertEqual((code, out.strip()), (0, "chatgw check: OK"), err)
+        with open(g.cert, "w") as f:
+            f.write("garbage\n")
+        code, out, err = run_cli(["check", g.handlers_dir, "--config", g.config_path])
+        self.assertEqual(code, 1)
+        self.assertIn("chatgw.yml: listeners.main.tls: certificate " + g.cert + ": no start line", err)
 
     def test_tls_needs_both_files(self):
         g = self.tgw(tls_config().replace("      key: tls/key.pem\n", ""), start=False)

@@ -235,10 +235,16 @@ static int listen_all(const settings_t *s, char *err, size_t errlen) {
   for (int i = 0; i < s->nlisteners; i++) {
     const settings_listener_t *l = &s->listeners[i];
     if (http_server_listen(g_rt.http, l->name, l->host, l->port, err, errlen) != 0) return -1;
+    if (l->tls_cert[0] &&
+        http_server_set_tls(g_rt.http, l->name, l->tls_cert, l->tls_key, err, errlen) != 0)
+      return -1;
     char port[16];
     snprintf(port, sizeof port, "%d", http_server_port(g_rt.http, l->name));
-    log_field_t f[] = {{"listener", l->name, 0}, {"host", l->host, 0}, {"port", port, 1}};
-    log_write(LOG_INFO, "listening", f, 3);
+    log_field_t f[] = {{"listener", l->name, 0},
+                       {"host", l->host, 0},
+                       {"port", port, 1},
+                       {"tls", l->tls_cert[0] ? "true" : "false", 1}};
+    log_write(LOG_INFO, "listening", f, 4);
   }
   return 0;
 }
@@ -426,6 +432,7 @@ static void do_reload(void) {
   }
   g_rt.reloading = 1;
   log_infof("reload: loading config and handlers");
+  if (g_rt.http) http_server_tls_reload(g_rt.http); /* certificates: new connections only */
   char err[2048];
   vm_t *vm = vm_new(&g_rt.vm_opts, err, sizeof err);
   if (!vm) {

@@ -75,6 +75,13 @@ static int read_listeners(reader_t *r, int t, settings_t *s) {
       int e = lua_gettop(L);
       str(r, e, "host", NULL, l->host, sizeof l->host);
       l->port = (int)num(r, e, "port", NULL);
+      lua_getfield(L, e, "tls"); /* absent: plaintext */
+      if (lua_istable(L, -1)) {
+        int tt = lua_gettop(L);
+        str(r, tt, "cert", NULL, l->tls_cert, sizeof l->tls_cert);
+        str(r, tt, "key", NULL, l->tls_key, sizeof l->tls_key);
+      }
+      lua_pop(L, 1);
     }
     lua_pop(L, 1);
   }
@@ -173,7 +180,8 @@ void settings_warn_restart_only(const settings_t *running, const settings_t *loa
   int same = running->nlisteners == loaded->nlisteners;
   for (int i = 0; same && i < running->nlisteners; i++) {
     const settings_listener_t *a = &running->listeners[i], *b = &loaded->listeners[i];
-    same = strcmp(a->name, b->name) == 0 && strcmp(a->host, b->host) == 0 && a->port == b->port;
+    same = strcmp(a->name, b->name) == 0 && strcmp(a->host, b->host) == 0 && a->port == b->port &&
+           strcmp(a->tls_cert, b->tls_cert) == 0 && strcmp(a->tls_key, b->tls_key) == 0;
   }
   if (!same) log_warnf("reload: listener changes take effect only after a restart");
   if (strcmp(running->data_dir, loaded->data_dir) != 0)

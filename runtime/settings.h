@@ -16,6 +16,7 @@ typedef struct {
   char host[256];
   int port;
   char name[64];
+  char tls_cert[1024], tls_key[1024]; /* "" when the listener is plaintext */
 } settings_listener_t;
 
 #define SETTINGS_MAX_LISTENERS 8
@@ -36,7 +37,8 @@ int settings_read(lua_State *L, int idx, settings_t *s, char *err, size_t errlen
 /* Applies what can change at run time: log level, HTTP limits (http may be NULL before the
  * listeners exist) and the ws settings. */
 void settings_apply_runtime(const settings_t *s, http_server_t *http);
-/* Logs a WARN for each setting a reload cannot change (listeners, data dir). */
+/* Logs a WARN for each setting a reload cannot change (listeners and their tls paths, data
+ * dir). */
 void settings_warn_restart_only(const settings_t *running, const settings_t *loaded);
 
 #endif

@@ -64,6 +64,11 @@ local function builtin_sections()
       values = { type = "map", fields = {
         host = { type = "string", min_len = 1, max_len = 255 },
         port = int(nil, 0, 65535),
+        -- TLS on this listener (runtime/net/tls_*.c); relative paths are beside chatgw.yml
+        tls = { type = "map", fields = {
+          cert = { type = "string", min_len = 1, max_len = 1023 },
+          key = { type = "string", min_len = 1, max_len = 1023 },
+        } },
       } },
     },
     data_dir = { type = "string", default = "./data", min_len = 1, max_len = 1023 },
@@ -531,12 +536,30 @@ local function apply_env(cfg, getenv, errors)
   end
 end
 
+-- A listener's tls: both files or neither; relative paths are beside the config file (dir).
+local function finish_tls(name, l, dir, lines, err)
+  local t = l.tls
+  if t == nil or (t.cert == nil and t.key == nil) then
+    l.tls = nil
+    return
+  end
+  local line = lines["listeners." .. name .. ".tls"] or lines["listeners." .. name] or 1
+  for _, k in ipairs({ "cert", "key" }) do
+    if t[k] == nil then
+      err(line, ("listeners.%s.tls.%s: required with tls (a PEM file)"):format(name, k))
+    elseif t[k]:sub(1, 1) ~= "/" then
+      t[k] = dir .. "/" .. t[k]
+    end
+  end
+end
+
 -- Runs after env overrides so derived defaults follow the effective main.
-local function finish_listeners(listeners, lines, err)
+local function finish_listeners(listeners, lines, err, dir)
   local main = listeners.main
   main.host = main.host or MAIN_HOST
   main.port = main.port or MAIN_PORT
   for name, l in pairs(listeners) do
+    finish_tls(name, l, dir, lines, err)
     if name ~= "main" then
       local line = lines["listeners." .. name] or 1
       l.host = l.host or main.host
@@ -634,7 +657,7 @@ function M.load(path, opts)
   apply_env(cfg, getenv, errors)
   finish_listeners(cfg.listeners, ctx.lines, function(line, msg)
     errors[#errors + 1] = ("%s:%d: %s"):format(source, line, msg)
-  end)
+  end, (text and path or ""):match("^(.*)/[^/]*$") or ".")
   if #errors > 0 then return nil, errors end
   cfg._source = source
   cfg._lines = ctx.lines -- "tokens.x.scopes" -> its line, for the problems of later load steps

@@ -61,6 +61,22 @@ M.register_health("reload", function()
   return { status = "ok" }
 end)
 
+-- TLS listeners (docs/operations.md, "TLS"): degraded while a listener's last certificate load
+-- failed (it serves with the previous one). No TLS listener: no check.
+M.register_health("tls", function()
+  local t = chatgw._runtime_info().tls
+  if not t then return nil end
+  local status, failed = "ok", nil
+  for name, l in pairs(t) do
+    if l.last_error then
+      status = "degraded"
+      failed = failed or {}
+      failed[name] = l.last_error
+    end
+  end
+  return { status = status, last_error = failed }
+end)
+
 local function run_health_checks()
   local checks, status = nil, "ok"
   for _, name in ipairs(health_order) do
@@ -123,6 +139,7 @@ function verbose_health(status, checks)
     inflight = info.inflight,
     handlers = handlers,
     reloads = info.reloads,
+    tls = info.tls,
     config = chatgw.config and chatgw.config._source or nil,
   }
 end
@@ -192,6 +209,19 @@ end
 -- list of "file:line: message" problems. They run after the config and the handlers.
 local load_steps = {}
 function M.register_load_step(fn) load_steps[#load_steps + 1] = fn end
+
+-- chatgw check: the certificate and key of each TLS listener load (at start the listener loads
+-- them itself; a reload keeps the running ones when they do not).
+M.register_load_step(function(cfg, opts)
+  if not opts.check_only then return nil end
+  local problems = {}
+  for name, l in pairs(cfg.listeners) do
+    local why = l.tls and chatgw._tls_check(name, l.tls.cert, l.tls.key)
+    if why then problems[#problems + 1] = ("%s: listeners.%s.tls: %s"):format(cfg._source, name, why) end
+  end
+  table.sort(problems)
+  return problems
+end)
 
 function M.load(opts)
   M.mode, M.handlers_dir = opts.mode, opts.handlers_dir

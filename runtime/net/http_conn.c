@@ -12,7 +12,13 @@
  *              LINGER_MS so that the peer sees the response instead of a reset
  * Each connection owns a uv_tcp_t and a uv_timer_t; it is freed when both are closed. Requests
  * live independently of their connection: when the connection dies first, req->conn becomes
- * NULL and the response is dropped when it comes. */
+ * NULL and the response is dropped when it comes.
+ *
+ * On a TLS listener (c->tls) the socket's bytes go through the session first (on_read_tls): the
+ * plaintext lands in the same buffer and takes the same path; every write (responses, 100
+ * Continue, handshake records, alerts, close_notify) is ciphertext moved out of the session
+ * into a uv_write (tls_flush). Until the handshake is done the connection is S_IDLE under the
+ * header timeout; a handshake that fails sends its alert and closes. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +33,7 @@ static void conn_fail(conn_t *c, int status);
 static void on_timer(uv_timer_t *t);
 static void conn_linger(conn_t *c);
 static void conn_read_start(conn_t *c);
+static void tls_log_failure(conn_t *c, const char *why);
 
 static void on_write(uv_write_t *w, int status) {
   wreq_t *wr = (wreq_t *)w;
@@ -42,7 +49,55 @@ static void on_write(uv_write_t *w, int status) {
   if (c->writes == 0 && c->state == S_FLUSH) conn_linger(c);
 }
 
+/* TLS: writes the ciphertext the session has ready (a uv_write of a copy). 0 or -1. */
+static int tls_flush(conn_t *c) {
+  size_t n = tls_conn_pending(c->tls);
+  if (n == 0) return 0;
+  wreq_t *wr = malloc(sizeof *wr + n);
+  if (!wr) return -1;
+  memset(wr, 0, sizeof *wr);
+  wr->c = c;
+  n = tls_conn_take(c->tls, wr->body, n);
+  if (c->writes == 0) { /* usually the socket takes it all now */
+    uv_buf_t b = uv_buf_init(wr->body, (unsigned)n);
+    int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (w > 0 && (size_t)w == n) {
+      free(wr);
+      return 0;
+    }
+    if (w > 0) {
+      memmove(wr->body, wr->body + w, n - (size_t)w);
+      n -= (size_t)w;
+    }
+  }
+  uv_buf_t b = uv_buf_init(wr->body, (unsigned)n);
+  if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+    free(wr);
+    return -1;
+  }
+  c->writes++;
+  return 0;
+}
+
+/* TLS: encrypts the buffers and writes the result, 64 KiB at a time so the session's write
+ * buffer stays small after a large response. 0 or -1. */
+static int tls_send(conn_t *c, const uv_buf_t *bufs, unsigned n) {
+  for (unsigned i = 0; i < n; i++) {
+    for (size_t off = 0; off < bufs[i].len;) {
+      size_t k = bufs[i].len - off < 65536 ? bufs[i].len - off : 65536;
+      if (tls_conn_write(c->tls, bufs[i].base + off, k) != 0) return -1;
+      off += k;
+      if (tls_conn_pending(c->tls) >= 65536 && tls_flush(c) != 0) return -1;
+    }
+  }
+  return tls_flush(c);
+}
+
 static int write_static(conn_t *c, const char *data, size_t len) {
+  if (c->tls) {
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    return tls_send(c, &b, 1);
+  }
   wreq_t *wr = calloc(1, sizeof *wr);
   if (!wr) return -1;
   wr->c = c;
@@ -66,6 +121,13 @@ static int send_response(conn_t *c, int status, const http_header_t *hs, size_t 
     return -1;
   }
   size_t send_body = (no_body || head_only) ? 0 : blen;
+  if (c->tls) {
+    uv_buf_t tb[2] = {uv_buf_init(b.p, (unsigned)b.len),
+                      uv_buf_init((char *)body, (unsigned)send_body)};
+    int r = tls_send(c, tb, send_body ? 2 : 1);
+    free(b.p);
+    return r;
+  }
   wreq_t *wr = malloc(sizeof *wr + send_body);
   if (!wr) {
     free(b.p);
@@ -112,8 +174,8 @@ void http__conn_arm(conn_t *c) {
   const http_limits_t *l = &c->srv->lim;
   uint64_t ms;
   switch (c->state) {
-  case S_IDLE:
-    ms = l->idle_timeout_ms;
+  case S_IDLE: /* a TLS handshake is part of the request head: the header timeout */
+    ms = c->tls && !tls_conn_established(c->tls) ? l->header_timeout_ms : l->idle_timeout_ms;
     break;
   case S_HEADERS:
     ms = l->header_timeout_ms;
@@ -145,6 +207,7 @@ static void on_conn_closed(uv_handle_t *h) {
     s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   http__req_free(c->cur);
+  tls_conn_free(c->tls);
   free(c->buf);
   free(c);
   http__server_maybe_done(s);
@@ -178,6 +241,13 @@ static void conn_linger(conn_t *c) {
     http__conn_close(c);
     return;
   }
+  if (c->tls) { /* close_notify, then the TCP half-close after it */
+    tls_conn_close_notify(c->tls);
+    if (tls_flush(c) != 0) {
+      http__conn_close(c);
+      return;
+    }
+  }
   if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
     http__conn_close(c);
     return;
@@ -201,9 +271,8 @@ static void conn_eof_check(conn_t *c) {
   }
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
-  conn_t *c = h->data;
-  (void)suggested;
+/* Room for at least 4 KiB more input at buf + len (NULL when out of memory). */
+static char *conn_reserve(conn_t *c) {
   if (c->state == S_FLUSH || c->state == S_LINGER || c->off == c->len) c->off = c->len = 0;
   if (c->cap - c->len < 4096) {
     if (c->off) {
@@ -216,15 +285,44 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
       while (ncap - c->len < 4096)
         ncap *= 2;
       char *nb = realloc(c->buf, ncap);
-      if (!nb) {
-        *out = uv_buf_init(NULL, 0); /* UV_ENOBUFS */
-        return;
-      }
+      if (!nb) return NULL;
       c->buf = nb;
       c->cap = ncap;
     }
   }
-  *out = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+  return c->buf + c->len;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
+  conn_t *c = h->data;
+  (void)suggested;
+  char *p = conn_reserve(c);
+  *out = p ? uv_buf_init(p, (unsigned)(c->cap - c->len)) : uv_buf_init(NULL, 0); /* ENOBUFS */
+}
+
+/* nread bytes of input were appended at buf + len: parse them, or keep them for later. */
+static void conn_input(conn_t *c, size_t nread) {
+  c->len += nread;
+  if (c->state == S_BUSY || c->resume) { /* buffered; parsed after the response / on resume */
+    if (c->len - c->off > c->srv->lim.max_header_bytes + BUSY_BUF_EXTRA) {
+      uv_read_stop((uv_stream_t *)&c->tcp); /* back-pressure until the response is queued */
+      c->reading = 0;
+    }
+    return;
+  }
+  conn_process(c);
+}
+
+/* The peer closed (UV_EOF) or the read failed. */
+static void conn_read_end(conn_t *c, ssize_t nread) {
+  if (nread != UV_EOF || c->state == S_BUSY || c->state == S_LINGER) {
+    http__conn_close(c); /* a request with the consumer is aborted */
+    return;
+  }
+  c->peer_eof = 1;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+  conn_eof_check(c);
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
@@ -236,31 +334,89 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
       c->off = c->len = 0; /* discard */
       return;
     }
-    c->len += (size_t)nread;
-    if (c->state == S_BUSY || c->resume) { /* buffered; parsed after the response / on resume */
-      if (c->len - c->off > c->srv->lim.max_header_bytes + BUSY_BUF_EXTRA) {
-        uv_read_stop(st); /* back-pressure until the current response is queued */
-        c->reading = 0;
-      }
-      return;
-    }
-    conn_process(c);
+    conn_input(c, (size_t)nread);
     return;
   }
   if (nread == 0) return;
-  if (nread != UV_EOF || c->state == S_BUSY || c->state == S_LINGER) {
-    http__conn_close(c); /* a request with the consumer is aborted */
+  conn_read_end(c, nread);
+}
+
+/* ---- TLS: ciphertext from the socket into the session, its plaintext into buf ---- */
+
+static char g_tls_in[65536]; /* one loop thread: a read's ciphertext is used up at once */
+
+static void on_alloc_tls(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
+  (void)h;
+  (void)suggested;
+  *out = uv_buf_init(g_tls_in, sizeof g_tls_in);
+}
+
+static void tls_log_failure(conn_t *c, const char *why) {
+  if (!log_enabled(LOG_DEBUG)) return;
+  log_field_t f[] = {{"listener", c->lis->name, 0}, {"remote", c->remote, 0}, {"error", why, 0}};
+  log_write(LOG_DEBUG, "tls: handshake failed", f, 3);
+}
+
+static void on_read_tls(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+  conn_t *c = st->data;
+  if (c->closing) return;
+  if (nread == 0) return;
+  if (nread < 0) {
+    if (!tls_conn_established(c->tls)) tls_log_failure(c, "closed during the handshake");
+    conn_read_end(c, nread);
     return;
   }
-  c->peer_eof = 1;
-  uv_read_stop(st);
-  c->reading = 0;
-  conn_eof_check(c);
+  if (c->state == S_FLUSH || c->state == S_LINGER) return; /* discarded, as in plaintext */
+  int was = tls_conn_established(c->tls);
+  if (tls_conn_feed(c->tls, buf->base, (size_t)nread) != 0) {
+    http__conn_close(c);
+    return;
+  }
+  size_t got = 0;
+  int r;
+  for (;;) { /* all the plaintext now: none may stay inside the session unseen */
+    char *p = conn_reserve(c);
+    if (!p) {
+      http__conn_close(c);
+      return;
+    }
+    r = tls_conn_read(c->tls, p, c->cap - c->len);
+    if (r <= 0) break;
+    got += (size_t)r;
+    c->len += (size_t)r; /* counted now so the next conn_reserve keeps them */
+  }
+  c->len -= got;           /* conn_input adds them back */
+  if (tls_flush(c) != 0) { /* handshake records, alerts, tickets */
+    http__conn_close(c);
+    return;
+  }
+  if (r == TLS_FAIL) {
+    tls_log_failure(c, tls_conn_error(c->tls));
+    if (c->writes) { /* the alert goes out first */
+      c->off = c->len = 0;
+      c->state = S_FLUSH;
+      http__conn_arm(c);
+    } else {
+      http__conn_close(c);
+    }
+    return;
+  }
+  if (!was && tls_conn_established(c->tls)) {
+    if (c->tls_reject) { /* over max_connections: now the 503 can be read */
+      conn_fail(c, 503);
+      return;
+    }
+    if (c->state == S_IDLE && !got) http__conn_arm(c); /* from the header to the idle timeout */
+  }
+  if (got) conn_input(c, got);
+  if (r == TLS_CLOSED && !c->closing) conn_read_end(c, UV_EOF);
 }
 
 static void conn_read_start(conn_t *c) {
   if (c->reading || c->closing || c->peer_eof) return;
-  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
+  if (uv_read_start((uv_stream_t *)&c->tcp, c->tls ? on_alloc_tls : on_alloc,
+                    c->tls ? on_read_tls : on_read) == 0)
+    c->reading = 1;
 }
 
 static void conn_dispatch(conn_t *c) {
@@ -354,7 +510,8 @@ static void on_timer(uv_timer_t *t) {
   switch (c->state) {
   case S_IDLE:
     if (!c->resume) {
-      http__conn_close(c); /* idle keep-alive connection */
+      if (c->tls && !tls_conn_established(c->tls)) tls_log_failure(c, "handshake timeout");
+      http__conn_close(c); /* idle keep-alive connection, or a TLS handshake not done */
       break;
     }
     conn_process(c); /* resume after a keep-alive response */
@@ -430,12 +587,13 @@ int http_request_aborted(const http_request_t *req) {
 }
 
 int http_request_upgrade(http_request_t *pub, uv_tcp_t *tcp, char **rest, size_t *rest_len,
-                         const char *route) {
+                         tls_conn_t **tls, const char *route) {
   req_t *r = (req_t *)pub;
   conn_t *c = r->conn;
   http_server_t *s = r->srv;
   *rest = NULL;
   *rest_len = 0;
+  *tls = NULL;
   /* Only the request being served, on a connection with nothing left to write: a response
    * still queued on the old handle would be cancelled when it closes. */
   if (!pub->upgrade || !c || c->closing || c->handed != r || c->writes || c->peer_eof) return -1;
@@ -460,6 +618,8 @@ int http_request_upgrade(http_request_t *pub, uv_tcp_t *tcp, char **rest, size_t
   }
   *rest = tail;
   *rest_len = n;
+  *tls = c->tls; /* the session goes with the socket */
+  c->tls = NULL;
   http__record(s, pub->method, route, pub->path, 101, pub->start_ns, pub->request_id,
                pub->remote_addr, pub->listener, 0);
   c->handed = NULL;
@@ -486,6 +646,7 @@ void http__server_free_now(http_server_t *s) {
   listener_t *l = s->listeners;
   while (l) {
     listener_t *n = l->next;
+    tls_ctx_free(l->tls);
     free(l->name);
     free(l);
     l = n;
@@ -498,6 +659,11 @@ void http__conn_start(conn_t *c, int over) {
   c->parser.data = c;
   c->state = S_IDLE;
   conn_read_start(c);
+  if (over && c->tls) { /* a 503 needs the handshake first (under the header timeout) */
+    c->tls_reject = 1;
+    http__conn_arm(c);
+    return;
+  }
   if (over) {
     conn_fail(c, 503);
     return;

@@ -7,7 +7,9 @@
  *          -> http_parse.c     http-parser callbacks: request building, header/body limits,
  *                              request ids (callbacks only record; http_conn.c acts)
  *          -> http_response.c  response heads, reason phrases, the Date cache, access log and
- *                              metrics of each answered request */
+ *                              metrics of each answered request
+ *          -> tls_*.c          (not part of this module) a TLS listener's sessions: http_conn.c
+ *                              feeds them the socket's bytes and parses their plaintext */
 #ifndef CHATGW_HTTP_INTERNAL_H
 #define CHATGW_HTTP_INTERNAL_H
 
@@ -20,6 +22,7 @@
 #include "http_server.h"
 #include "metrics.h"
 #include "textbuf.h"
+#include "tls.h"
 
 #define MAX_HEADERS 100
 #define LINGER_MS 2000         /* drain the peer's leftovers after a final response */
@@ -37,8 +40,9 @@ typedef struct listener {
   http_server_t *srv;
   char *name;
   int port;
-  int open;   /* listening, handle not closed */
-  int linked; /* in srv->listeners (else a failed bind whose handle is being closed) */
+  int open;       /* listening, handle not closed */
+  int linked;     /* in srv->listeners (else a failed bind whose handle is being closed) */
+  tls_ctx_t *tls; /* NULL: plaintext */
   struct listener *next;
 } listener_t;
 
@@ -85,7 +89,9 @@ struct conn {
   int rearm;          /* a parser callback changed state: re-arm the timer after execute */
   int send_continue;  /* a parser callback saw Expect: 100-continue with a body to come */
   int closing, nclosed, reading, resume, peer_eof, rejected;
-  size_t writes; /* uv_write requests in flight */
+  size_t writes;   /* uv_write requests in flight */
+  tls_conn_t *tls; /* a TLS listener's session (NULL: plaintext; moved out by an upgrade) */
+  int tls_reject;  /* over max_connections: answered 503 once the handshake is done */
   uint64_t accepted_ns;
   char remote[64];
   int remote_port;

@@ -48,6 +48,11 @@ static void on_connection(uv_stream_t *ls, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  if (l->tls && !(c->tls = tls_conn_new(l->tls))) {
+    log_errorf("http: out of memory starting TLS on %s", l->name);
+    http__conn_close(c);
+    return;
+  }
   struct sockaddr_storage ss;
   int sl = sizeof ss;
   snprintf(c->remote, sizeof c->remote, "-");
@@ -215,6 +220,44 @@ int http_server_port(http_server_t *s, const char *name) {
 
 int http_server_has_listener(http_server_t *s, const char *name) {
   return name && find_listener(s, name) != NULL;
+}
+
+/* ---- TLS ---------------------------------------------------------------------------------- */
+
+int http_server_set_tls(http_server_t *s, const char *name, const char *cert, const char *key,
+                        char *err, size_t errlen) {
+  listener_t *l = name ? find_listener(s, name) : NULL;
+  char why[1024];
+  if (!l) {
+    snprintf(err, errlen, "listener %s: tls: no such listener", name ? name : "?");
+    return -1;
+  }
+  if (l->tls) {
+    if (tls_ctx_reload(l->tls, why, sizeof why) == 0) return 0;
+  } else {
+    l->tls = tls_ctx_new(l->name, cert, key, why, sizeof why);
+    if (l->tls) return 0;
+  }
+  snprintf(err, errlen, "listener %s: tls: %s", l->name, why);
+  return -1;
+}
+
+void http_server_tls_reload(http_server_t *s) {
+  char why[1024];
+  for (listener_t *l = s->listeners; l; l = l->next)
+    if (l->open && l->tls) tls_ctx_reload(l->tls, why, sizeof why); /* logs either way */
+}
+
+int http_server_tls_info(http_server_t *s, int i, const char **name, tls_info_t *out) {
+  for (listener_t *l = s->listeners; l; l = l->next) {
+    if (!l->tls || !l->linked) continue;
+    if (i-- == 0) {
+      *name = l->name;
+      tls_ctx_info(l->tls, out);
+      return 0;
+    }
+  }
+  return -1;
 }
 
 void http_server_stop_accepting(http_server_t *s) {

@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "tls.h"
+
 typedef struct http_server http_server_t;
 typedef struct http_request http_request_t;
 
@@ -70,6 +72,17 @@ void http_server_set_limits(http_server_t *s, const http_limits_t *limits); /* o
 int http_server_listen(http_server_t *s, const char *name, const char *host, int port, char *err,
                        size_t errlen);
 int http_server_port(http_server_t *s, const char *name); /* bound port, -1 if no such listener */
+
+/* TLS on a listener (after http_server_listen): loads cert and key (PEM paths) for its new
+ * connections. 0, or -1 with err ("listener main: tls: certificate /x.pem: cannot open: ...").
+ * Called again for the same listener it is a reload (see http_server_tls_reload). */
+int http_server_set_tls(http_server_t *s, const char *name, const char *cert, const char *key,
+                        char *err, size_t errlen);
+/* SIGHUP: every TLS listener loads its files again. A listener whose files are bad keeps its
+ * running certificate (ERROR logged, last_error in its info). Open connections keep theirs. */
+void http_server_tls_reload(http_server_t *s);
+/* The i-th TLS listener (0-based, in listener order): 0 and *name / *out set, -1 past the end. */
+int http_server_tls_info(http_server_t *s, int i, const char **name, tls_info_t *out);
 int http_server_has_listener(http_server_t *s, const char *name);
 
 /* Answer a request. headers: extra response headers (e.g. Content-Type); the server adds
@@ -87,11 +100,13 @@ int http_request_aborted(const http_request_t *req); /* 1 if the connection is g
  * or NULL when *rest_len is 0; the caller frees it) holds the bytes the client sent after the
  * request (they belong to the new protocol); the request is logged with status 101 and `route`
  * and freed; the HTTP connection is closed (the socket stays open through the duplicate). The
- * caller writes the 101 response itself. On failure (-1: the connection is gone, a response is
+ * caller writes the 101 response itself. On a TLS listener *tls is the connection's session
+ * (the caller's from now on: it encrypts what it writes, decrypts what it reads, frees it), else
+ * NULL; *rest is plaintext either way. On failure (-1: the connection is gone, a response is
  * still being written, or dup/open failed) nothing changed: the caller closes its handle and
  * answers req as usual. */
 int http_request_upgrade(http_request_t *req, uv_tcp_t *tcp, char **rest, size_t *rest_len,
-                         const char *route);
+                         tls_conn_t **tls, const char *route);
 
 /* Graceful stop: close listeners, close idle keep-alive connections now, and close each busy
  * connection after its current response (Connection: close). */

@@ -311,6 +311,7 @@ static void data_free(ws_conn_t *c) {
 void ws__on_closed(uv_handle_t *h) {
   ws_conn_t *c = h->data;
   if (c->fctx) wslay_frame_context_free(c->fctx);
+  tls_conn_free(c->tls);
   free(c->stash);
   free(c->msg);
   free(c->role);

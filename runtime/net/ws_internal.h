@@ -10,6 +10,9 @@
  *                 slow consumers, broadcast and sends, presence batches
  *   ws_upgrade.c  the HTTP upgrade: checks, per-address caps, the 101 and the challenge
  *
+ * On a TLS listener (wss) the connection keeps the HTTP connection's TLS session (c->tls):
+ * ws_read.c decrypts each read before parsing, ws__flush encrypts the queue into one write.
+ *
  * Connection states:
  *   WC_HANDSHAKE   upgraded, challenge sent, waiting for the first message (connect)
  *   WC_CONNECTING  the connect message is with the hooks; reading is paused until answered
@@ -32,6 +35,7 @@
 
 #include "limiter.h"
 #include "metrics.h"
+#include "tls.h"
 #include "ws.h"
 #include "ws_frame.h"
 
@@ -72,6 +76,7 @@ typedef struct ip_entry {
 
 struct ws_conn {
   uv_tcp_t tcp;
+  tls_conn_t *tls; /* wss: the session taken over from the HTTP connection (NULL: plain) */
   uint64_t num;
   char id[ID_MAX];
   int state;
@@ -200,6 +205,8 @@ ws_out_t *ws__out_new(size_t len);
 int ws__queue(ws_conn_t *c, ws_out_t *o, int exempt);
 int ws__frame(ws_conn_t *c, unsigned op, const void *p, size_t n, int exempt);
 void ws__flush(ws_conn_t *c);
+/* wss: writes the ciphertext the session has ready (after a read that produced some). */
+void ws__tls_send(ws_conn_t *c);
 void ws__presence_add(ws_conn_t *c, const char *status);
 void ws__presence_flush(void);
 void ws__write_cleanup(void); /* frees the shared iovec array and pending presence */

@@ -366,26 +366,59 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
   *out = uv_buf_init((char *)g_rbuf, sizeof g_rbuf);
 }
 
+/* Bytes of the WebSocket stream (plaintext): parsed, or kept while paused. */
+static void on_bytes(ws_conn_t *c, const uint8_t *p, size_t n) {
+  if (c->paused) { /* cannot happen (reading is stopped), but keep the bytes */
+    uint8_t *s = realloc(c->stash, c->stash_len + n);
+    if (!s) {
+      ws__hard_close(c, 1011, "out of memory");
+      return;
+    }
+    memcpy(s + c->stash_len, p, n);
+    c->stash = s;
+    c->stash_len += n;
+    return;
+  }
+  ws__parse(c, p, n);
+}
+
+static void on_eof(ws_conn_t *c, ssize_t nread);
+
+/* wss: the read's ciphertext into the session, all its plaintext parsed. */
+static void on_read_tls(ws_conn_t *c, const uv_buf_t *buf, size_t nread) {
+  static uint8_t plain[16384]; /* one TLS record at most per call */
+  int r = tls_conn_feed(c->tls, buf->base, nread);
+  while (r == 0 && c->state != WC_CLOSED && !c->close_after_flush && !c->close_received) {
+    r = tls_conn_read(c->tls, (char *)plain, sizeof plain);
+    if (r > 0) {
+      on_bytes(c, plain, (size_t)r);
+      r = 0;
+    } else if (r == TLS_AGAIN) {
+      break;
+    }
+  }
+  ws__tls_send(c); /* anything the session owes the peer (a key update) */
+  if (c->state == WC_CLOSED) return;
+  if (r == TLS_FAIL) ws__hard_close(c, 1006, "tls error");
+  if (r == TLS_CLOSED) on_eof(c, UV_EOF);
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   ws_conn_t *c = st->data;
   if (c->state == WC_CLOSED) return;
   if (nread > 0) {
     if (c->close_after_flush || c->close_received) return; /* ignored until the socket closes */
-    if (c->paused) { /* cannot happen (reading is stopped), but keep the bytes */
-      uint8_t *s = realloc(c->stash, c->stash_len + (size_t)nread);
-      if (!s) {
-        ws__hard_close(c, 1011, "out of memory");
-        return;
-      }
-      memcpy(s + c->stash_len, buf->base, (size_t)nread);
-      c->stash = s;
-      c->stash_len += (size_t)nread;
-      return;
-    }
-    ws__parse(c, (const uint8_t *)buf->base, (size_t)nread);
+    if (c->tls)
+      on_read_tls(c, buf, (size_t)nread);
+    else
+      on_bytes(c, (const uint8_t *)buf->base, (size_t)nread);
     return;
   }
   if (nread == 0) return;
+  on_eof(c, nread);
+}
+
+static void on_eof(ws_conn_t *c, ssize_t nread) {
   if (c->close_received && c->state == WC_CLOSING)
     ws__hard_close(c, c->disc_code, c->disc_reason);
   else

@@ -148,7 +148,7 @@ int ws_handle_request(http_request_t *req) {
   snprintf(route, sizeof route, "GET %s", ws__g.set.path);
   char *rest = NULL;
   size_t rest_len = 0;
-  if (http_request_upgrade(req, &c->tcp, &rest, &rest_len, route) != 0) {
+  if (http_request_upgrade(req, &c->tcp, &rest, &rest_len, &c->tls, route) != 0) {
     free(query);
     free(bearer);
     uv_close((uv_handle_t *)&c->tcp, ws__on_closed);

@@ -116,6 +116,15 @@ static int conn_event(ws_conn_t *c, ws_shared_t *sh) {
   return r;
 }
 
+/* Broken socket. Not closed here (callers may be walking the connection list): the sweep
+ * closes it. */
+static void write_failed(ws_conn_t *c) {
+  ws__set_disc(c, 1006, "write failed");
+  if (c->state < WC_CLOSING) c->state = WC_CLOSING;
+  c->close_after_flush = 1;
+  c->close_deadline_ms = 0;
+}
+
 void ws__flush(ws_conn_t *c) {
   if (!c->qhead || c->state == WC_CLOSED) return;
   size_t n = 0;
@@ -141,15 +150,44 @@ void ws__flush(ws_conn_t *c) {
   ws_out_t *items = c->qhead;
   c->qhead = c->qtail = NULL;
   c->queued = 0;
+  if (c->tls) { /* wss: the queue becomes one write of ciphertext */
+    free(w);
+    int bad = 0;
+    for (size_t k = 0; k < i && !bad; k++)
+      bad = tls_conn_write(c->tls, g_iov[k].base, g_iov[k].len) != 0;
+    ws__outs_free(items);
+    if (bad)
+      write_failed(c);
+    else
+      ws__tls_send(c);
+    return;
+  }
   if (uv_write(&w->req, (uv_stream_t *)&c->tcp, g_iov, (unsigned)n, on_write) != 0) {
     ws__outs_free(items);
     free(w);
-    /* Broken socket. Not closed here (callers may be walking the connection list): the
-     * sweep closes it. */
-    ws__set_disc(c, 1006, "write failed");
-    if (c->state < WC_CLOSING) c->state = WC_CLOSING;
-    c->close_after_flush = 1;
-    c->close_deadline_ms = 0;
+    write_failed(c);
+    return;
+  }
+  c->writes++;
+}
+
+void ws__tls_send(ws_conn_t *c) {
+  size_t n = c->tls ? tls_conn_pending(c->tls) : 0;
+  if (!n || c->state == WC_CLOSED) return;
+  ws_out_t *o = ws__out_new(n);
+  ws_wr_t *w = o ? malloc(sizeof *w) : NULL;
+  if (!w) {
+    free(o);
+    write_failed(c);
+    return;
+  }
+  o->len = tls_conn_take(c->tls, (char *)o->data, n);
+  w->items = o;
+  uv_buf_t b = uv_buf_init((char *)o->data, (unsigned)o->len);
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+    ws__outs_free(o);
+    free(w);
+    write_failed(c);
     return;
   }
   c->writes++;

@@ -360,6 +360,53 @@ static int l_runtime_info(lua_State *L) {
     lua_setfield(L, -2, "last_error");
   }
   lua_setfield(L, -2, "reloads");
+  /* tls: listener -> its certificate (only TLS listeners; no table without one) */
+  tls_info_t ti;
+  const char *lname = NULL;
+  for (int i = 0; host->http && http_server_tls_info(host->http, i, &lname, &ti) == 0; i++) {
+    if (i == 0) {
+      lua_newtable(L);
+      lua_pushvalue(L, -1);
+      lua_setfield(L, -3, "tls");
+    }
+    lua_newtable(L);
+    lua_pushstring(L, ti.cert);
+    lua_setfield(L, -2, "cert");
+    lua_pushstring(L, ti.key);
+    lua_setfield(L, -2, "key");
+    lua_pushstring(L, ti.subject);
+    lua_setfield(L, -2, "subject");
+    lua_pushstring(L, ti.issuer);
+    lua_setfield(L, -2, "issuer");
+    lua_pushstring(L, ti.serial);
+    lua_setfield(L, -2, "serial");
+    lib_set_num(L, "not_before", ti.not_before);
+    lib_set_num(L, "not_after", ti.not_after);
+    lib_set_num(L, "loaded_at", ti.loaded_at);
+    lib_set_num(L, "loads", (double)ti.loads);
+    lib_set_num(L, "failures", (double)ti.failures);
+    if (ti.last_error && ti.last_error[0]) {
+      lua_pushstring(L, ti.last_error);
+      lua_setfield(L, -2, "last_error");
+      lib_set_num(L, "last_error_at", ti.last_error_at);
+    }
+    lua_setfield(L, -2, lname);
+  }
+  if (host->http && lname) lua_pop(L, 1);
+  return 1;
+}
+
+/* chatgw._tls_check(listener, cert, key) -> nil | "why" (chatgw check: the files a TLS listener
+ * would load at start, loaded the same way and dropped) */
+static int l_tls_check(lua_State *L) {
+  char err[1024];
+  tls_ctx_t *t = tls_ctx_new(luaL_checkstring(L, 1), luaL_checkstring(L, 2), luaL_checkstring(L, 3),
+                             err, sizeof err);
+  if (t) {
+    tls_ctx_free(t);
+    return 0;
+  }
+  lua_pushstring(L, err);
   return 1;
 }
 
@@ -380,6 +427,7 @@ void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
                                      {"_runtime_info", l_runtime_info},
                                      {"_is_retired", l_is_retired},
                                      {"_stopping", l_stopping},
+                                     {"_tls_check", l_tls_check},
                                      {NULL, NULL}};
   for (const luaL_Reg *r = with_vm; r->name; r++) {
     lua_pushlightuserdata(L, vm);

@@ -26,6 +26,7 @@
 #include "store.h"
 #include "token.h"
 #include "vm.h"
+#include "watchdog.h"
 #include "ws.h"
 
 typedef struct {
@@ -188,6 +189,7 @@ static void close_loop_handles(void) {
   uv_close((uv_handle_t *)&g_reload_timer, NULL);
   uv_close((uv_handle_t *)&g_drain_timer, NULL);
   uv_close((uv_handle_t *)&g_log_flusher, NULL);
+  watchdog_stop();
   vm_sched_close();
   http_client_shutdown();
 }
@@ -505,6 +507,13 @@ static void stop_signal_handler(int sig) {
   _exit(1);
 }
 
+/* The watchdog's last resort (on its thread): the loop is stuck where no hook reaches (a
+ * JIT-compiled loop). Kill the exec children's groups and exit 70 (systemd restarts us). */
+static void watchdog_abort(void) {
+  exec_kill_all_signal_safe();
+  _exit(70);
+}
+
 static void install_stop_signals(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -630,6 +639,11 @@ int rt_run(const rt_options_t *o) {
     install_stop_signals();
   }
 
+  watchdog_settings_t wd;
+  watchdog_settings_default(&wd); /* until runtime.load reads the config's */
+  watchdog_configure(&wd);
+  if (watchdog_start(g_rt.loop, vm_watchdog_interrupt(), watchdog_abort) != 0)
+    log_warnf("watchdog: cannot start its thread: running without it");
   char err[2048];
   vm_t *vm = vm_new(&g_rt.vm_opts, err, sizeof err);
   if (!vm) {

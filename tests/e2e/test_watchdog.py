@@ -11,12 +11,56 @@ import unittest
 from harness import GatewayTest, SLOW, alive
 
 # A busy loop bounded in time: `ms` of CPU without yielding (os.clock is process CPU time).
+# tostring is not compiled by the JIT, so a hook reaches this loop with the JIT on too.
 SPIN = """
 local function spin(ms)
-  local t0 = os.clock()
-  while os.clock() - t0 < ms / 1000 do end
+  local t0, s = os.clock(), nil
+  for _ = 1, 1e9 do
+    s = tostring(os.clock())
+    if os.clock() - t0 > ms / 1000 then break end
+  end
+  return s
 end
 """
+
+ROUTES = SPIN + """
+local hits = 0
+return {
+  routes = {
+    ["GET /spin"] = { function(req) spin(tonumber(req.query.ms) or 20000) return { spun = true } end,
+                      public = true },
+    -- a pcall around the loop does not keep the watchdog's error
+    ["GET /spin_pcall"] = { function()
+      local t0 = os.clock()
+      for _ = 1, 1e6 do
+        pcall(spin, 20000)
+        hits = hits + 1
+        if os.clock() - t0 > 20 then break end
+      end
+      return { spun = true }
+    end, public = true },
+    -- JIT-compiled: no hook reaches it (bounded: 1e11 additions, many seconds)
+    ["GET /hot"] = { function()
+      local x = 0
+      for i = 1, 1e11 do x = x + i end
+      return { x = x }
+    end, public = true },
+    ["GET /fast"] = { function() return { ok = true } end, public = true },
+  },
+}
+"""
+
+TIMER = SPIN + """
+local ticks = 0
+chatgw.every(300, function()
+  ticks = ticks + 1
+  if ticks == 1 then spin(20000) end
+end)
+return { routes = { ["GET /fast"] = { function() return { ok = true, ticks = ticks } end,
+                                      public = true } } }
+"""
+
+FAST_CONFIG = "watchdog:\n  stall_ms: 500\n  abort_ms: 60000\n"
 
 CHILD_HANDLER = SPIN + """
 local marker = os.getenv("PID_FILE")
@@ -64,10 +108,77 @@ class WatchdogTest(GatewayTest):
                 return 0
         return self.wait(read, 10, "the exec child's pid file")
 
+    def served_within(self, gw, limit):
+        """A request sent now is answered within limit seconds (stretched by SLOW)."""
+        t0 = time.time()
+        r = gw.get("/fast", auth=False, timeout=limit * 4)
+        took = time.time() - t0
+        self.assertEqual(r.status, 200)
+        self.assertLess(took, limit * SLOW, "served after %.2f s" % took)
+        return took
+
+    def test_a_route_spinning_is_interrupted_and_others_are_served(self):
+        gw = self.gw({"w.lua": ROUTES}, config=FAST_CONFIG)
+        t, out = self.background_get(gw, "/spin?ms=20000")
+        time.sleep(0.1 * SLOW)
+        took = self.served_within(gw, 0.5 + 1.0)
+        t.join(5 * SLOW)
+        self.assertEqual(out[0].status, 500, out)
+        self.assertEqual(out[0].json()["error"], "internal_error")
+        err = gw.wait_log(lambda r: r.get("msg", "").startswith("watchdog: a coroutine ran"))
+        self.assertEqual(err["level"], "error")
+        self.assertEqual(err["kind"], "request")
+        self.assertIn("GET /spin", err["running"])
+        self.assertIn("w.lua", err["running"])
+        failed = gw.wait_log(lambda r: "watchdog:" in str(r.get("error", "")))
+        self.assertRegex(failed["error"], r"w\.lua:\d+: watchdog: GET /spin \(.*w\.lua\) ran for \d+ "
+                                          r"ms without yielding")
+        gw.wait_log(lambda r: r.get("msg") == "watchdog: the loop runs again")
+        print("route spin: other request served after %.3f s (stall_ms 500)" % took)
+        self.assertEqual(gw.get("/fast", auth=False).status, 200)
+
+    def test_a_pcall_around_the_loop_does_not_keep_it(self):
+        gw = self.gw({"w.lua": ROUTES}, config=FAST_CONFIG)
+        t, out = self.background_get(gw, "/spin_pcall")
+        time.sleep(0.1 * SLOW)
+        self.served_within(gw, 0.5 + 1.0)
+        t.join(5 * SLOW)
+        self.assertEqual(out[0].status, 500, out)
+
+    def test_a_timer_spinning_is_interrupted(self):
+        gw = self.gw({"t.lua": TIMER}, config=FAST_CONFIG)
+        err = gw.wait_log(lambda r: r.get("msg", "").startswith("watchdog: a coroutine ran"))
+        self.assertEqual(err["kind"], "background")
+        self.assertIn("chatgw.every", err["running"])
+        self.assertIn("t.lua", err["running"])
+        self.served_within(gw, 1.0)
+        gw.wait_log(lambda r: r.get("msg") == "chatgw.every: callback failed"
+                    and "watchdog:" in r.get("error", ""))
+        # the timer goes on ticking
+        self.wait(lambda: gw.get("/fast", auth=False).json()["ticks"] >= 3, 5, "more ticks")
+
+    def test_a_jit_compiled_loop_aborts_the_process(self):
+        pid_file = os.path.join(self.tmpdir(), "child.pid")
+        gw = self.gw({"w.lua": ROUTES, "c.lua": CHILD_HANDLER.replace("/spin", "/spin_c")
+                      .replace("/fast", "/fast_c")},
+                     config="watchdog:\n  stall_ms: 300\n  abort_ms: 1500\n",
+                     env={"PID_FILE": pid_file})
+        gw.get("/child", auth=False)
+        child = self.read_pid(pid_file)
+        t0 = time.time()
+        t, _ = self.background_get(gw, "/hot")
+        code = gw.proc.wait(10 * SLOW)
+        took = time.time() - t0
+        self.assertEqual(code, 70, gw.stderr_text()[-3000:])
+        self.assertLess(took, 1.5 + 2 * SLOW)
+        gw.wait_log(lambda r: r.get("msg", "").startswith("watchdog: no hook reached"))
+        self.wait(lambda: not alive(child), 5, "the exec child to be gone")
+        t.join(1)
+
     def test_second_sigterm_exits_while_a_route_spins(self):
         pid_file = os.path.join(self.tmpdir(), "child.pid")
         gw = self.gw({"w.lua": CHILD_HANDLER},
-                     config=None,
+                     config="watchdog:\n  stall_ms: 60000\n  abort_ms: 120000\n",
                      env={"PID_FILE": pid_file})
         self.assertEqual(gw.get("/child", auth=False).json(), {"started": True})
         child = self.read_pid(pid_file)

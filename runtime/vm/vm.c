@@ -2,6 +2,7 @@
 #include "vm.h"
 
 #include <lauxlib.h>
+#include <luajit.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +142,9 @@ vm_t *vm_new(const vm_options_t *opts, char *err, size_t errlen) {
   g_all_vms = vm;
   lua_State *L = vm->L;
   luaL_openlibs(L);
+  /* Loading (run, reload, check) runs with the JIT off: the watchdog's hook reaches any loop a
+   * file gets stuck in. vm_activate turns it on for the live state. */
+  luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
   lua_getglobal(L, "require");
   lua_setfield(L, LUA_REGISTRYINDEX, "chatgw.require");
   if (opts->lua_dir) set_package_path(L, opts->lua_dir);
@@ -436,6 +440,7 @@ void vm_activate(vm_t *vm) {
   if (vm->active || vm->retired) return;
   vm->active = 1;
   vm->gen = g_next_gen++;
+  luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
   g_active = vm;
   for (size_t i = 0; i < vm->nheld; i++) {
     vm->held[i]->held = 0;

@@ -175,6 +175,43 @@ class WatchdogTest(GatewayTest):
         self.wait(lambda: not alive(child), 5, "the exec child to be gone")
         t.join(1)
 
+    def test_check_names_a_stuck_file(self):
+        from harness import run_cli
+        d = self.tmpdir()
+        os.makedirs(os.path.join(d, "h"))
+        with open(os.path.join(d, "h", "a.lua"), "w") as f:
+            f.write("local n = 0\nfor i = 1, 1e12 do n = n + i end -- bounded: 1e12 additions\nreturn {}\n")
+        with open(os.path.join(d, "c.yml"), "w") as f:
+            f.write("watchdog:\n  stall_ms: 500\n")
+        t0 = time.time()
+        code, out, err = run_cli(["check", os.path.join(d, "h"), "--config", os.path.join(d, "c.yml")],
+                                 env={"CHAT_GATEWAY_DATA_DIR": os.path.join(d, "data")}, timeout=20)
+        took = time.time() - t0
+        self.assertEqual(code, 1, err)
+        self.assertLess(took, 0.5 + 2 * SLOW)
+        self.assertRegex(err, r"h/a\.lua:2: watchdog: loading \(.*a\.lua\) ran for \d+ ms")
+        print("chatgw check with a stuck file: exit 1 after %.3f s (stall_ms 500)" % took)
+
+    def test_a_stuck_file_fails_the_boot_and_a_reload(self):
+        stuck = "local n = 0\nfor i = 1, 1e12 do n = n + i end\nreturn {}\n"
+        gw = self.gw({"a.lua": stuck}, config=FAST_CONFIG, start=False)
+        gw.start(wait_ready=False)
+        code = gw.proc.wait(10 * SLOW)
+        self.assertEqual(code, 1)
+        self.assertIn("watchdog: loading", gw.stderr_text())
+        gw2 = self.gw({"w.lua": ROUTES}, config=FAST_CONFIG)
+        gw2.write_handler("b.lua", stuck)
+        t0 = time.time()
+        r = gw2.reload()
+        self.assertLess(time.time() - t0, 0.5 + 3 * SLOW)
+        self.assertEqual(r["last_result"], "failed")
+        self.assertIn("watchdog: loading", r["last_error"])
+        self.assertEqual(gw2.get("/fast", auth=False).status, 200)
+        gw2.remove_handler("b.lua")
+        self.assertEqual(gw2.reload()["last_result"], "ok")
+        # the live state runs with the JIT on again
+        self.assertEqual(gw2.get("/fast", auth=False).status, 200)
+
     def test_second_sigterm_exits_while_a_route_spins(self):
         pid_file = os.path.join(self.tmpdir(), "child.pid")
         gw = self.gw({"w.lua": CHILD_HANDLER},

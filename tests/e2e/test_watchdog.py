@@ -212,6 +212,40 @@ class WatchdogTest(GatewayTest):
         # the live state runs with the JIT on again
         self.assertEqual(gw2.get("/fast", auth=False).status, 200)
 
+    def test_handlers_cannot_disarm_the_watchdog(self):
+        probe = """
+return { routes = { ["GET /probe"] = { function()
+  local out = {}
+  for name, fn in pairs({
+    sethook = function() debug.sethook() end,
+    registry = function() return debug.getregistry() end,
+    jit_off = function() jit.off() end,
+    jit_util = function() return require "jit.util" end,
+    ffi = function() return require "ffi" end,
+  }) do
+    local ok, err = pcall(fn)
+    out[name] = ok and "allowed" or tostring(err)
+  end
+  out.status = type(jit.status)
+  out.traceback = type(debug.traceback)
+  local d = chatgw.config.data_dir .. "/made"
+  out.mkdir = tostring((chatgw.fs.mkdir(d)))
+  out.again = select(2, chatgw.fs.mkdir(d))
+  return out
+end, public = true } } }
+"""
+        gw = self.gw({"p.lua": probe}, config=FAST_CONFIG)
+        r = gw.get("/probe", auth=False).json()
+        self.assertIn("debug.sethook is disabled in chatgw", r["sethook"])
+        self.assertIn("debug.getregistry is disabled", r["registry"])
+        self.assertIn("attempt to call field 'off'", r["jit_off"])
+        self.assertIn("jit.util is disabled in chatgw", r["jit_util"])
+        self.assertIn("ffi is disabled in chatgw", r["ffi"])
+        self.assertEqual(r["status"], "function")
+        self.assertEqual(r["traceback"], "function")
+        self.assertEqual(r["mkdir"], "true")
+        self.assertTrue(r["again"].startswith("exists: "))
+
     def test_second_sigterm_exits_while_a_route_spins(self):
         pid_file = os.path.join(self.tmpdir(), "child.pid")
         gw = self.gw({"w.lua": CHILD_HANDLER},

@@ -188,6 +188,7 @@ function M.load(opts)
   local cfg, problems = config.load(opts.config_path, { explicit = opts.config_explicit })
   if not cfg then return false, problems end
   chatgw._watchdog(cfg.watchdog.stall_ms, cfg.watchdog.abort_ms) -- watches the files loading next
+  chatgw._memory_cap(cfg.lua.max_memory_mb) -- this state's, from now on
   if chatgw._runtime_info().generation == 1 then -- at boot (and in check): a typo keeps a default
     for _, u in ipairs(require("chatgw.env_names").unknown(chatgw._env_names("CHAT_GATEWAY_"))) do
       chatgw.log.warn("unknown environment variable " .. u.name .. ": did you mean " .. u.nearest .. "?",

@@ -403,6 +403,13 @@ static int l_watchdog(lua_State *L) {
   return 0;
 }
 
+/* chatgw._memory_cap(mb): lua.max_memory_mb for this state (0: none). */
+static int l_memory_cap(lua_State *L) {
+  double mb = luaL_checknumber(L, 1);
+  vm_set_memory_cap(upvalue_vm(L), mb > 0 ? (size_t)(mb * 1024 * 1024) : 0);
+  return 0;
+}
+
 static int l_is_retired(lua_State *L) {
   lua_pushboolean(L, vm_is_retired(upvalue_vm(L)));
   return 1;
@@ -414,6 +421,7 @@ void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
                                      {"every", l_every},
                                      {"_runtime_info", l_runtime_info},
                                      {"_is_retired", l_is_retired},
+                                     {"_memory_cap", l_memory_cap},
                                      {"_stopping", l_stopping},
                                      {NULL, NULL}};
   for (const luaL_Reg *r = with_vm; r->name; r++) {

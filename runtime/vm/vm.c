@@ -65,7 +65,12 @@ struct vm {
     int ref;
   } pool[VM_THREAD_POOL]; /* finished threads kept for reuse (saves a thread per request) */
   int npool;
-  co_t **held; /* background coroutines spawned before activation */
+  /* lua.max_memory_mb: every allocation of the state goes through capped_alloc */
+  lua_Alloc base_alloc;
+  void *base_ud;
+  size_t mem_used, mem_cap; /* bytes; cap 0: none */
+  int mem_refused;          /* an allocation was refused: headroom until the next full GC */
+  co_t **held;              /* background coroutines spawned before activation */
   size_t nheld, capheld;
   vm_t *all_prev, *all_next; /* every vm not yet closed */
 };
@@ -101,6 +106,33 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 }
 #endif
 
+/* The state's allocator: LuaJIT's own (or vm_alloc), counting bytes and refusing to grow past
+ * the cap; the allocation then raises "not enough memory" in the coroutine that asked. Once one
+ * was refused, an eighth of the cap more (at least 1 MB) is allowed so that the runtime can still
+ * answer that request's 500, until the coroutine ends and a full GC runs (vm_resume). */
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  vm_t *vm = ud;
+  if (nsize > osize && vm->mem_cap) {
+    size_t room = vm->mem_cap;
+    if (vm->mem_refused) room += vm->mem_cap / 8 > (1u << 20) ? vm->mem_cap / 8 : (1u << 20);
+    if (vm->mem_used + (nsize - osize) > room) {
+      vm->mem_refused = 1;
+      return NULL;
+    }
+  }
+  void *p = vm->base_alloc(vm->base_ud, ptr, osize, nsize);
+  if (p || nsize == 0) vm->mem_used = vm->mem_used - osize + nsize;
+  return p;
+}
+
+void vm_set_memory_cap(vm_t *vm, size_t bytes) {
+  vm->mem_cap = bytes;
+}
+
+size_t vm_memory_used(vm_t *vm) {
+  return vm->mem_used;
+}
+
 /* Lua's package.path: the runtime's own layer first, then Debian's shared Lua directories. */
 static void set_package_path(lua_State *L, const char *dir) {
   lua_getglobal(L, "package");
@@ -135,6 +167,10 @@ vm_t *vm_new(const vm_options_t *opts, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot create Lua state");
     return NULL;
   }
+  vm->base_alloc = lua_getallocf(vm->L, &vm->base_ud);
+  vm->mem_used =
+      (size_t)lua_gc(vm->L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(vm->L, LUA_GCCOUNTB, 0);
+  lua_setallocf(vm->L, capped_alloc, vm);
   vm->refs = 1;
   g_live_vms++;
   vm->all_next = g_all_vms;
@@ -670,6 +706,10 @@ void vm_resume(co_t *co, int nargs) {
   }
   int ok = (status == 0);
   co->finished_ok = ok;
+  if (co->vm->mem_refused) { /* what the refused coroutine built is garbage now */
+    lua_gc(co->vm->L, LUA_GCCOLLECT, 0);
+    co->vm->mem_refused = 0;
+  }
   if (!ok) {
     const char *msg = lua_tostring(co->L, -1);
     if (!msg) msg = error_text(co->vm->L, co->L);

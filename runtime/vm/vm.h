@@ -64,6 +64,10 @@ void vm_sched_close(void);
 void vm_set_drop(co_kind_t kind, co_drop_fn fn);
 
 vm_t *vm_new(const vm_options_t *opts, char *err, size_t errlen);
+/* lua.max_memory_mb: past this many bytes an allocation of the state raises "not enough memory"
+ * in the coroutine that asked (0: no cap). */
+void vm_set_memory_cap(vm_t *vm, size_t bytes);
+size_t vm_memory_used(vm_t *vm);
 lua_State *vm_state(vm_t *vm);
 uint64_t vm_generation(vm_t *vm);
 int vm_is_retired(vm_t *vm);

@@ -246,6 +246,34 @@ end, public = true } } }
         self.assertEqual(r["mkdir"], "true")
         self.assertTrue(r["again"].startswith("exists: "))
 
+    def test_an_allocation_bomb_fails_alone(self):
+        bomb = """
+return { routes = {
+  ["GET /bomb"] = { function()
+    local t = {}
+    for i = 1, 3e8 do t[i] = i end -- 2.4 GB uncapped; bounded in count
+    return { n = #t }
+  end, public = true },
+  ["GET /some"] = { function()
+    local t = {}
+    for i = 1, 1e6 do t[i] = i end -- 8 MB: fits
+    return { n = #t }
+  end, public = true },
+  ["GET /fast"] = { function() return { ok = true } end, public = true },
+} }
+"""
+        gw = self.gw({"b.lua": bomb}, config="lua:\n  max_memory_mb: 64\n" + FAST_CONFIG)
+        for _ in range(3):
+            t0 = time.time()
+            r = gw.get("/bomb", auth=False, timeout=30)
+            took = time.time() - t0
+            self.assertEqual(r.status, 500, r)
+            self.assertLess(took, 3 * SLOW)
+            self.assertEqual(gw.get("/fast", auth=False).status, 200)
+            self.assertEqual(gw.get("/some", auth=False).json(), {"n": 1000000})
+        gw.wait_log(lambda r: "not enough memory" in str(r.get("error", "")))
+        print("allocation bomb: 500 after %.3f s (64 MB cap)" % took)
+
     def test_second_sigterm_exits_while_a_route_spins(self):
         pid_file = os.path.join(self.tmpdir(), "child.pid")
         gw = self.gw({"w.lua": CHILD_HANDLER},

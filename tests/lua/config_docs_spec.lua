@@ -18,7 +18,7 @@ local f = assert(io.open("docs/config.md", "rb"))
 local doc = f:read("*a")
 f:close()
 
-for _, section in ipairs({ "http", "watchdog", "ws", "chat", "channels", "providers", "ai", "notify" }) do
+for _, section in ipairs({ "http", "lua", "watchdog", "ws", "chat", "channels", "providers", "ai", "notify" }) do
   print("# " .. section)
   local known = {}
   for _, r in ipairs(config.doc_rows(section)) do

@@ -26,11 +26,6 @@
 -- formatted itself (`%.17g` of finite numbers); the title must consist of letters, digits,
 -- spaces and - _ . : / ( ) % (at most 64) and is single-quoted, printed noenhanced. Everything
 -- lives in a fresh directory under <data_dir>/charts-tmp, removed on every path.
-local ffi = require "ffi"
-pcall(ffi.cdef, [[
-int mkdir(const char *path, unsigned int mode);
-char *strerror(int errnum);
-]])
 
 local MAX_POINTS = 10000
 local TITLE_MAX = 64
@@ -167,11 +162,10 @@ end
 
 local function make_dir()
   local base = tostring(chatgw.config.data_dir or "./data"):gsub("/+$", "") .. "/charts-tmp"
-  ffi.C.mkdir(base, 448) -- 0700; it may exist already
+  chatgw.fs.mkdir(base, 448) -- 0700; it may exist already
   local dir = base .. "/" .. chatgw.crypto.hex(chatgw.crypto.random_bytes(8))
-  if ffi.C.mkdir(dir, 448) ~= 0 then
-    return nil, dir .. ": " .. ffi.string(ffi.C.strerror(ffi.errno()))
-  end
+  local ok, err = chatgw.fs.mkdir(dir, 448)
+  if not ok then return nil, err end
   return dir
 end
 

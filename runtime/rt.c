@@ -1,6 +1,7 @@
 /* rt.c - boot, reload (SIGHUP) and graceful stop (SIGTERM/SIGINT) of the runtime. */
 #include "rt.h"
 
+#include <errno.h>
 #include <ftw.h>
 #include <limits.h>
 #include <signal.h>
@@ -25,6 +26,7 @@
 #include "store.h"
 #include "token.h"
 #include "vm.h"
+#include "watchdog.h"
 #include "ws.h"
 
 typedef struct {
@@ -65,8 +67,14 @@ static void remove_tree(const char *dir) {
   nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static uv_signal_t g_sighup, g_sigterm, g_sigint;
-static uv_timer_t g_reload_timer; /* runs a queued reload outside of any Lua call */
+static uv_signal_t g_sighup;
+/* SIGTERM/SIGINT: a raw sigaction handler (stop_signal_handler), so that a second signal
+ * exits even while the loop is stuck in a handler; the first one wakes the loop through
+ * g_stop_async. */
+static uv_async_t g_stop_async;
+static volatile sig_atomic_t g_stop_signals; /* how many SIGTERM/SIGINT arrived */
+static volatile sig_atomic_t g_stop_signo;   /* the first one */
+static uv_timer_t g_reload_timer;            /* runs a queued reload outside of any Lua call */
 static uv_timer_t g_drain_timer;
 static uv_prepare_t g_log_flusher; /* writes buffered log lines before the loop blocks */
 static uint64_t g_drain_deadline;
@@ -177,11 +185,11 @@ static void print_errors(lua_State *T) {
 
 static void close_loop_handles(void) {
   uv_close((uv_handle_t *)&g_sighup, NULL);
-  uv_close((uv_handle_t *)&g_sigterm, NULL);
-  uv_close((uv_handle_t *)&g_sigint, NULL);
+  uv_close((uv_handle_t *)&g_stop_async, NULL);
   uv_close((uv_handle_t *)&g_reload_timer, NULL);
   uv_close((uv_handle_t *)&g_drain_timer, NULL);
   uv_close((uv_handle_t *)&g_log_flusher, NULL);
+  watchdog_stop();
   vm_sched_close();
   http_client_shutdown();
 }
@@ -476,14 +484,59 @@ static void hooks_done(co_t *co, int ok, void *ud) {
   }
 }
 
-static void on_stop_signal(uv_signal_t *h, int sig) {
-  (void)h;
-  if (g_rt.stopping) {
-    log_warnf("second signal (%d): exiting now", sig);
-    exec_kill_all_now();
-    log_flush();
-    _exit(1);
+/* Writes a NUL-terminated string with write(2) (async-signal-safe). */
+static void write_str(const char *s) {
+  size_t n = strlen(s);
+  while (n > 0) {
+    ssize_t w = write(STDERR_FILENO, s, n);
+    if (w <= 0) return;
+    s += w;
+    n -= (size_t)w;
   }
+}
+
+/* SIGTERM/SIGINT, on whatever the process was doing: the first one only wakes the loop (which
+ * drains as usual); a second one kills every exec child's process group and exits 1 at once,
+ * without the loop, so it works while a handler keeps the loop busy. */
+static void stop_signal_handler(int sig) {
+  int saved = errno;
+  if (g_stop_signals++ == 0) {
+    g_stop_signo = sig;
+    uv_async_send(&g_stop_async);
+    errno = saved;
+    return;
+  }
+  exec_kill_all_signal_safe();
+  write_str(sig == SIGTERM ? "{\"level\":\"warn\",\"msg\":\"second signal: exiting now\","
+                             "\"signal\":\"SIGTERM\"}\n"
+                           : "{\"level\":\"warn\",\"msg\":\"second signal: exiting now\","
+                             "\"signal\":\"SIGINT\"}\n");
+  _exit(1);
+}
+
+/* The watchdog's last resort (on its thread): the loop is stuck where no hook reaches (a
+ * JIT-compiled loop). Kill the exec children's groups and exit 70 (systemd restarts us). */
+static void watchdog_abort(void) {
+  exec_kill_all_signal_safe();
+  _exit(70);
+}
+
+static void install_stop_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = stop_signal_handler;
+  sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGTERM);
+  sigaddset(&sa.sa_mask, SIGINT);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+}
+
+static void on_stop_signal(uv_async_t *h) {
+  (void)h;
+  int sig = g_stop_signo;
+  if (g_rt.stopping) return;
   g_rt.stopping = 1;
   g_rt.host.stopping = 1;
   log_field_t f[] = {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", 0}};
@@ -580,8 +633,8 @@ int rt_run(const rt_options_t *o) {
   request_init();
   lib_ws_install_hooks();
   uv_signal_init(g_rt.loop, &g_sighup);
-  uv_signal_init(g_rt.loop, &g_sigterm);
-  uv_signal_init(g_rt.loop, &g_sigint);
+  uv_async_init(g_rt.loop, &g_stop_async, on_stop_signal);
+  uv_unref((uv_handle_t *)&g_stop_async); /* it never keeps the loop alive */
   uv_timer_init(g_rt.loop, &g_reload_timer);
   uv_timer_init(g_rt.loop, &g_drain_timer);
   uv_prepare_init(g_rt.loop, &g_log_flusher);
@@ -590,10 +643,14 @@ int rt_run(const rt_options_t *o) {
   g_reload_timer.data = NULL;
   if (o->mode == RT_RUN) {
     uv_signal_start(&g_sighup, on_sighup, SIGHUP);
-    uv_signal_start(&g_sigterm, on_stop_signal, SIGTERM);
-    uv_signal_start(&g_sigint, on_stop_signal, SIGINT);
+    install_stop_signals();
   }
 
+  watchdog_settings_t wd;
+  watchdog_settings_default(&wd); /* until runtime.load reads the config's */
+  watchdog_configure(&wd);
+  if (watchdog_start(g_rt.loop, vm_watchdog_interrupt(), watchdog_abort) != 0)
+    log_warnf("watchdog: cannot start its thread: running without it");
   char err[2048];
   vm_t *vm = vm_new(&g_rt.vm_opts, err, sizeof err);
   if (!vm) {

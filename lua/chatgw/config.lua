@@ -85,6 +85,19 @@ local function builtin_sections()
       max_connections   = int(1024, 1, 1000000, "Concurrent connections over all listeners."),
     } },
     shutdown = { type = "map", fields = { drain_timeout_ms = int(10000, 0, 3600000) } },
+    lua = { type = "map", fields = {
+      max_memory_mb = int(1024, 0, 1048576, "Memory one Lua state (the handlers, with everything "
+        .. "they keep) may use, in MB: an allocation past it raises `not enough memory` in the "
+        .. "handler that asked (a request gets a 500) and the state goes on; `0`: no cap."),
+    } },
+    watchdog = { type = "map", fields = {
+      stall_ms = int(2000, 50, 3600000, "A coroutine that runs this long without yielding "
+        .. "(the loop has not turned) is logged as an ERROR and interrupted: it raises "
+        .. "`watchdog: ... ran for N ms without yielding`, in ms."),
+      abort_ms = int(10000, 0, 86400000, "When the loop is still stuck this long after its last "
+        .. "turn (a JIT-compiled loop no hook reaches), the process exits with status 70; `0`: never. "
+        .. "At least `stall_ms`, in ms."),
+    } },
     shared = { type = "map", fields = { default_max_bytes = int(1048576, 1, 1073741824) } },
     app = { type = "dict", values = { type = "any" } },
   }

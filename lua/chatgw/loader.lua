@@ -138,6 +138,8 @@ local function load_one(path, problems, routes)
 end
 
 function load_file(path, problems, routes)
+  local label = chatgw._co_label
+  if label then label("loading", path) end
   local chunk, err = loadfile(path)
   if not chunk then
     problems[#problems + 1] = err

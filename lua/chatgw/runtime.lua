@@ -11,6 +11,7 @@ local errtrace = require "chatgw.errtrace"
 local auth = require "chatgw.auth"
 local type, pairs, tostring, xpcall, traceback = type, pairs, tostring, xpcall, errtrace.handler
 local find, lower = string.find, string.lower
+local co_label = chatgw._co_label
 
 chatgw.json = json
 require "chatgw.http" -- chatgw.http.request (lua/chatgw/http.lua)
@@ -227,6 +228,8 @@ function M.load(opts)
   M.mode, M.handlers_dir = opts.mode, opts.handlers_dir
   local cfg, problems = config.load(opts.config_path, { explicit = opts.config_explicit })
   if not cfg then return false, problems end
+  chatgw._watchdog(cfg.watchdog.stall_ms, cfg.watchdog.abort_ms) -- watches the files loading next
+  chatgw._memory_cap(cfg.lua.max_memory_mb) -- this state's, from now on
   if chatgw._runtime_info().generation == 1 then -- at boot (and in check): a typo keeps a default
     for _, u in ipairs(require("chatgw.env_names").unknown(chatgw._env_names("CHAT_GATEWAY_"))) do
       chatgw.log.warn("unknown environment variable " .. u.name .. ": did you mean " .. u.nearest .. "?",
@@ -384,6 +387,7 @@ function M.dispatch(req)
       req.json = json.decode(body)
     end
   end
+  co_label(label, route.file)
   local s, b, h = run_handler(route, req)
   return s, b, h, label
 end

@@ -20,6 +20,26 @@ function M.apply()
     if path == nil then error("io.lines() on stdin is disabled in chatgw: it would block the event loop", 2) end
     return lines(path, ...)
   end
+  -- The watchdog (docs/operations.md) must not be disarmed: no hooks, no JIT control, no raw
+  -- memory. The runtime's own modules are loaded before this runs and keep what they took.
+  local hook_why = "the watchdog's hook must stay in place"
+  debug.sethook = refuse("debug.sethook", hook_why)
+  for _, name in ipairs({ "getregistry", "getupvalue", "setupvalue", "upvaluejoin", "setlocal" }) do
+    debug[name] = refuse("debug." .. name, "it reaches into the runtime's internals")
+  end
+  local status = jit.status
+  local safe_jit = { status = status, version = jit.version, version_num = jit.version_num,
+                     os = jit.os, arch = jit.arch }
+  jit = safe_jit
+  package.loaded.jit = safe_jit
+  for _, name in ipairs({ "jit.util", "jit.profile", "jit.opt", "ffi" }) do
+    package.loaded[name] = nil
+    local why = name == "ffi" and "raw memory access would bypass the watchdog and the memory cap"
+      or "the JIT is the runtime's to control"
+    package.preload[name] = function()
+      error(name .. " is disabled in chatgw: " .. why, 3)
+    end
+  end
   print = function(...)
     local n, parts = select("#", ...), {}
     for i = 1, n do parts[i] = tostring((select(i, ...))) end

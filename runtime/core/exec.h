@@ -96,6 +96,9 @@ void exec_shutdown(void);
 
 /* Immediate exit path (second signal): SIGKILL every running group now. */
 void exec_kill_all_now(void);
+/* The same from a signal handler, even while the loop is stuck: only kill(2) over a fixed
+ * array of the running children's process groups (async-signal-safe). */
+void exec_kill_all_signal_safe(void);
 
 typedef struct {
   size_t inflight, queued, jobs;

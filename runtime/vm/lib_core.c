@@ -16,6 +16,7 @@
 #include "lib_opts.h"
 #include "log.h"
 #include "strutil.h"
+#include "watchdog.h"
 
 /* Functions registered with the state's vm and the host as upvalues 1 and 2. */
 static vm_t *upvalue_vm(lua_State *L) {
@@ -57,6 +58,11 @@ static int spawn_kind(lua_State *L, co_kind_t kind, const char *fname) {
     return 2;
   }
   int nargs = lua_gettop(L) - 1;
+  char label[WATCHDOG_LABEL_MAX] = "";
+  lua_Debug ar;
+  lua_pushvalue(L, 1);
+  if (lua_getinfo(L, ">S", &ar))
+    snprintf(label, sizeof label, "%s (%s:%d)", fname, ar.short_src, ar.linedefined);
   lua_State *M = vm_state(vm);
   /* Copy fn and its arguments to the state's main thread, which owns new coroutines. */
   if (L != M) {
@@ -66,8 +72,9 @@ static int spawn_kind(lua_State *L, co_kind_t kind, const char *fname) {
     for (int i = 1; i <= nargs + 1; i++)
       lua_pushvalue(M, i);
   }
-  if (!vm_spawn_deferred(vm, kind, nargs, spawn_done, NULL))
-    return luaL_error(L, "%s: out of memory", fname);
+  co_t *co = vm_spawn_deferred(vm, kind, nargs, spawn_done, NULL);
+  if (!co) return luaL_error(L, "%s: out of memory", fname);
+  vm_co_set_label(co, label);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -415,6 +422,41 @@ static int l_stopping(lua_State *L) {
   return 1;
 }
 
+/* chatgw._co_label(what[, file]): what the running coroutine does, for the watchdog's ERROR
+ * and error ("GET /spin (handlers/w.lua)"). Once per request: one snprintf. */
+static int l_co_label(lua_State *L) {
+  co_t *co = vm_current();
+  const char *what = luaL_checkstring(L, 1);
+  const char *file = lua_tostring(L, 2);
+  if (!co) return 0;
+  char label[WATCHDOG_LABEL_MAX];
+  if (file)
+    snprintf(label, sizeof label, "%s (%s)", what, file);
+  else
+    snprintf(label, sizeof label, "%s", what);
+  vm_co_set_label(co, label);
+  return 0;
+}
+
+/* chatgw._watchdog(stall_ms, abort_ms): the config's watchdog section, applied as soon as the
+ * config is read (so that the handler files loading next are watched with it). */
+static int l_watchdog(lua_State *L) {
+  watchdog_settings_t s;
+  s.stall_ms = (uint64_t)luaL_checknumber(L, 1);
+  s.abort_ms = (uint64_t)luaL_checknumber(L, 2);
+  if (s.stall_ms < 1) s.stall_ms = 1;
+  if (s.abort_ms && s.abort_ms < s.stall_ms) s.abort_ms = s.stall_ms;
+  watchdog_configure(&s);
+  return 0;
+}
+
+/* chatgw._memory_cap(mb): lua.max_memory_mb for this state (0: none). */
+static int l_memory_cap(lua_State *L) {
+  double mb = luaL_checknumber(L, 1);
+  vm_set_memory_cap(upvalue_vm(L), mb > 0 ? (size_t)(mb * 1024 * 1024) : 0);
+  return 0;
+}
+
 static int l_is_retired(lua_State *L) {
   lua_pushboolean(L, vm_is_retired(upvalue_vm(L)));
   return 1;
@@ -426,6 +468,7 @@ void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
                                      {"every", l_every},
                                      {"_runtime_info", l_runtime_info},
                                      {"_is_retired", l_is_retired},
+                                     {"_memory_cap", l_memory_cap},
                                      {"_stopping", l_stopping},
                                      {"_tls_check", l_tls_check},
                                      {NULL, NULL}};
@@ -438,9 +481,14 @@ void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
   lua_pushlightuserdata(L, host); /* the bearer check of every request: one upvalue */
   lua_pushcclosure(L, l_auth, 1);
   lua_setfield(L, t, "_auth");
-  static const luaL_Reg plain[] = {
-      {"sleep", l_sleep},          {"now", l_now}, {"time", l_time}, {"_listdir", l_listdir},
-      {"_env_names", l_env_names}, {NULL, NULL}};
+  static const luaL_Reg plain[] = {{"sleep", l_sleep},
+                                   {"now", l_now},
+                                   {"time", l_time},
+                                   {"_listdir", l_listdir},
+                                   {"_env_names", l_env_names},
+                                   {"_co_label", l_co_label},
+                                   {"_watchdog", l_watchdog},
+                                   {NULL, NULL}};
   for (const luaL_Reg *r = plain; r->name; r++) {
     lua_pushcfunction(L, r->func);
     lua_setfield(L, t, r->name);

@@ -58,6 +58,30 @@ static int l_stat(lua_State *L) {
   return 1;
 }
 
+/* chatgw.fs.mkdir(path[, mode]) -> true | nil, "exists: ..." | nil, "io: ..." (mode default
+ * 0700, under the umask). */
+static int l_mkdir(lua_State *L) {
+  const char *p = check_path(L, "chatgw.fs.mkdir");
+  lua_Integer mode = 0700;
+  if (!lua_isnoneornil(L, 2)) {
+    if (lua_type(L, 2) != LUA_TNUMBER)
+      return luaL_error(L, "chatgw.fs.mkdir: mode must be a number, got %s", luaL_typename(L, 2));
+    mode = lua_tointeger(L, 2);
+    if (mode < 0 || mode > 07777) return luaL_error(L, "chatgw.fs.mkdir: mode must be 0..07777");
+  }
+  if (mkdir(p, (mode_t)mode) != 0) {
+    int e = errno;
+    if (e == EEXIST) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "exists: %s", p);
+      return 2;
+    }
+    return push_errno(L, p, e);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 void lib_fs_register(lua_State *L, int t) {
   if (t < 0 && t > LUA_REGISTRYINDEX) t = lua_gettop(L) + t + 1;
   lua_newtable(L);
@@ -65,5 +89,7 @@ void lib_fs_register(lua_State *L, int t) {
   lua_setfield(L, -2, "realpath");
   lua_pushcfunction(L, l_stat);
   lua_setfield(L, -2, "stat");
+  lua_pushcfunction(L, l_mkdir);
+  lua_setfield(L, -2, "mkdir");
   lua_setfield(L, t, "fs");
 }

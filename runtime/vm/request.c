@@ -133,5 +133,7 @@ void request_dispatch(vm_t *vm, http_request_t *req) {
   lua_pushlightuserdata(L, &g_dispatcher_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
   push_request(L, req);
-  if (!vm_spawn(vm, CO_REQUEST, 1, request_done, req)) respond_internal_error(req);
+  char label[256];
+  snprintf(label, sizeof label, "%s %s", req->method, req->path);
+  if (!vm_spawn_labeled(vm, CO_REQUEST, 1, request_done, req, label)) respond_internal_error(req);
 }

@@ -2,12 +2,14 @@
 #include "vm.h"
 
 #include <lauxlib.h>
+#include <luajit.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "watchdog.h"
 
 #define VM_THREAD_POOL 64
 
@@ -30,6 +32,9 @@ struct co {
   wake_t wake; /* why it sits in the ready queue */
   int start_nargs;
   co_t *ready_next;
+  uint64_t resume_started_ms;     /* when its current resume began (watchdog_now_ms) */
+  char *wd_msg;                   /* the watchdog's error, once it interrupted this coroutine */
+  char label[WATCHDOG_LABEL_MAX]; /* what it runs, for the watchdog: route, file, ... */
   co_done_fn done;
   void *ud;
   co_t *prev, *next;
@@ -42,6 +47,7 @@ typedef struct every {
   int id;
   int fn_ref;
   int running; /* a tick's coroutine is still running: the next tick is skipped */
+  char label[WATCHDOG_LABEL_MAX]; /* "chatgw.every (file:line)", for the watchdog */
   struct every *prev, *next;
 } every_t;
 
@@ -59,7 +65,12 @@ struct vm {
     int ref;
   } pool[VM_THREAD_POOL]; /* finished threads kept for reuse (saves a thread per request) */
   int npool;
-  co_t **held; /* background coroutines spawned before activation */
+  /* lua.max_memory_mb: every allocation of the state goes through capped_alloc */
+  lua_Alloc base_alloc;
+  void *base_ud;
+  size_t mem_used, mem_cap; /* bytes; cap 0: none */
+  int mem_refused;          /* an allocation was refused: headroom until the next full GC */
+  co_t **held;              /* background coroutines spawned before activation */
   size_t nheld, capheld;
   vm_t *all_prev, *all_next; /* every vm not yet closed */
 };
@@ -72,6 +83,10 @@ static vm_t *g_active = NULL; /* activated last, not retired */
 static uv_loop_t *g_loop;
 static co_drop_fn g_drop[CO_KINDS];
 static char g_yield_marker;
+static co_t *volatile g_wd_target; /* the coroutine the watchdog interrupted, until it ends */
+
+static const char *const KIND_NAMES[CO_KINDS] = {"request", "background", "load", "shutdown",
+                                                 "ws",      "start",      "task"};
 
 /* Ready queue: coroutines resumed from the loop on its next iteration. */
 static co_t *g_ready_head = NULL, *g_ready_tail = NULL;
@@ -90,6 +105,33 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   return realloc(ptr, nsize);
 }
 #endif
+
+/* The state's allocator: LuaJIT's own (or vm_alloc), counting bytes and refusing to grow past
+ * the cap; the allocation then raises "not enough memory" in the coroutine that asked. Once one
+ * was refused, an eighth of the cap more (at least 1 MB) is allowed so that the runtime can still
+ * answer that request's 500, until the coroutine ends and a full GC runs (vm_resume). */
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  vm_t *vm = ud;
+  if (nsize > osize && vm->mem_cap) {
+    size_t room = vm->mem_cap;
+    if (vm->mem_refused) room += vm->mem_cap / 8 > (1u << 20) ? vm->mem_cap / 8 : (1u << 20);
+    if (vm->mem_used + (nsize - osize) > room) {
+      vm->mem_refused = 1;
+      return NULL;
+    }
+  }
+  void *p = vm->base_alloc(vm->base_ud, ptr, osize, nsize);
+  if (p || nsize == 0) vm->mem_used = vm->mem_used - osize + nsize;
+  return p;
+}
+
+void vm_set_memory_cap(vm_t *vm, size_t bytes) {
+  vm->mem_cap = bytes;
+}
+
+size_t vm_memory_used(vm_t *vm) {
+  return vm->mem_used;
+}
 
 /* Lua's package.path: the runtime's own layer first, then Debian's shared Lua directories. */
 static void set_package_path(lua_State *L, const char *dir) {
@@ -125,6 +167,10 @@ vm_t *vm_new(const vm_options_t *opts, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot create Lua state");
     return NULL;
   }
+  vm->base_alloc = lua_getallocf(vm->L, &vm->base_ud);
+  vm->mem_used =
+      (size_t)lua_gc(vm->L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(vm->L, LUA_GCCOUNTB, 0);
+  lua_setallocf(vm->L, capped_alloc, vm);
   vm->refs = 1;
   g_live_vms++;
   vm->all_next = g_all_vms;
@@ -132,6 +178,9 @@ vm_t *vm_new(const vm_options_t *opts, char *err, size_t errlen) {
   g_all_vms = vm;
   lua_State *L = vm->L;
   luaL_openlibs(L);
+  /* Loading (run, reload, check) runs with the JIT off: the watchdog's hook reaches any loop a
+   * file gets stuck in. vm_activate turns it on for the live state. */
+  luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
   lua_getglobal(L, "require");
   lua_setfield(L, LUA_REGISTRYINDEX, "chatgw.require");
   if (opts->lua_dir) set_package_path(L, opts->lua_dir);
@@ -293,6 +342,11 @@ static co_t *co_create(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, voi
 
 static void co_free(co_t *co) {
   vm_t *vm = co->vm;
+  if (co == g_wd_target) { /* it ended: the hook that kept raising in it goes */
+    g_wd_target = NULL;
+    lua_sethook(co->L, NULL, 0, 0);
+  }
+  free(co->wd_msg);
   if (co->pending) { /* ended with a wait registered whose yield never happened */
     pending_t *p = co->pending;
     co->pending = NULL;
@@ -319,9 +373,78 @@ static void co_free(co_t *co) {
 }
 
 co_t *vm_spawn(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud) {
+  return vm_spawn_labeled(vm, kind, nargs, done, ud, NULL);
+}
+
+co_t *vm_spawn_labeled(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud,
+                       const char *label) {
   co_t *co = co_create(vm, kind, nargs, done, ud);
-  if (co) vm_resume(co, nargs);
+  if (!co) return NULL;
+  if (label) vm_co_set_label(co, label);
+  vm_resume(co, nargs);
   return co;
+}
+
+void vm_co_set_label(co_t *co, const char *label) {
+  snprintf(co->label, sizeof co->label, "%s", label ? label : "");
+  if (co == g_current) watchdog_label(co->label);
+}
+
+const char *vm_co_label(co_t *co) {
+  return co->label[0] ? co->label : KIND_NAMES[co->kind];
+}
+
+/* ---- the watchdog's interrupt (core/watchdog.c sees the stall; this runs on the loop) ---- */
+
+/* The count hook: raises in the coroutine the watchdog interrupted, every 1000 instructions it
+ * runs, then at every instruction, until it ends (co_free clears the hook), so a pcall around
+ * the loop cannot keep it. The message is made once, where the hook first fired, and raised the
+ * same each time. */
+static void wd_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  co_t *co = g_current, *target = g_wd_target;
+  if (!co) return; /* Lua outside any coroutine (a module's require at state creation) */
+  if (!target || target->vm != co->vm) {
+    lua_sethook(L, NULL, 0, 0); /* left over: nothing to interrupt in this state */
+    return;
+  }
+  if (co != target) return; /* another coroutine of its state, while the target waits */
+  if (!co->wd_msg) {
+    char where[300] = "";
+    lua_Debug d;
+    if (lua_getstack(L, 0, &d) && lua_getinfo(L, "Sl", &d) && d.currentline > 0)
+      snprintf(where, sizeof where, "%s:%d: ", d.short_src, d.currentline);
+    uint64_t now = watchdog_now_ms();
+    size_t len = strlen(where) + strlen(co->label) + 96;
+    co->wd_msg = malloc(len);
+    if (!co->wd_msg) {
+      lua_pushliteral(L, "watchdog: ran too long without yielding");
+      lua_error(L);
+    }
+    snprintf(co->wd_msg, len, "%swatchdog: %s ran for %llu ms without yielding", where,
+             vm_co_label(co),
+             (unsigned long long)(now > co->resume_started_ms ? now - co->resume_started_ms : 0));
+  }
+  /* From now on at every instruction: a pcall that caught it returns into code that raises
+   * again at once, so the error climbs out of every pcall to the coroutine's end (the same
+   * instruction count each time would keep landing inside the same inner loop). */
+  lua_sethook(L, wd_hook, LUA_MASKCOUNT, 1);
+  lua_pushstring(L, co->wd_msg);
+  lua_error(L);
+}
+
+/* In a SIGURG handler on the loop thread (core/watchdog.c): lua_sethook may be called
+ * asynchronously (LuaJIT's own interpreter does so on SIGINT). The hook runs at the next
+ * instruction the interpreter executes; a JIT-compiled loop never reaches it. */
+static void wd_interrupt(void) {
+  co_t *co = g_current;
+  if (!co) return;
+  g_wd_target = co;
+  lua_sethook(co->L, wd_hook, LUA_MASKCOUNT, 1000);
+}
+
+vm_interrupt_fn vm_watchdog_interrupt(void) {
+  return wd_interrupt;
 }
 
 co_t *vm_spawn_deferred(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud) {
@@ -353,6 +476,7 @@ void vm_activate(vm_t *vm) {
   if (vm->active || vm->retired) return;
   vm->active = 1;
   vm->gen = g_next_gen++;
+  luaJIT_setmode(vm->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_ON);
   g_active = vm;
   for (size_t i = 0; i < vm->nheld; i++) {
     vm->held[i]->held = 0;
@@ -565,8 +689,15 @@ int vm_cancel_id(vm_t *vm, uint64_t id, const char *reason) {
 void vm_resume(co_t *co, int nargs) {
   co_t *saved = g_current;
   g_current = co;
+  co->resume_started_ms = watchdog_now_ms();
+  watchdog_running(KIND_NAMES[co->kind], co->label[0] ? co->label : NULL, co->resume_started_ms);
   int status = lua_resume(co->L, nargs);
   g_current = saved;
+  if (saved)
+    watchdog_running(KIND_NAMES[saved->kind], saved->label[0] ? saved->label : NULL,
+                     saved->resume_started_ms);
+  else
+    watchdog_idle();
   if (status == LUA_YIELD) {
     lua_settop(co->L, 0); /* drop yielded values (the user-coroutine marker) */
     /* A plain coroutine.yield() in the handler itself: give the loop a turn, then go on. */
@@ -575,6 +706,10 @@ void vm_resume(co_t *co, int nargs) {
   }
   int ok = (status == 0);
   co->finished_ok = ok;
+  if (co->vm->mem_refused) { /* what the refused coroutine built is garbage now */
+    lua_gc(co->vm->L, LUA_GCCOLLECT, 0);
+    co->vm->mem_refused = 0;
+  }
   if (!ok) {
     const char *msg = lua_tostring(co->L, -1);
     if (!msg) msg = error_text(co->vm->L, co->L);
@@ -629,7 +764,7 @@ static void every_tick(uv_timer_t *t) {
   }
   e->running = 1;
   lua_rawgeti(e->vm->L, LUA_REGISTRYINDEX, e->fn_ref);
-  vm_spawn(e->vm, CO_BACKGROUND, 0, every_tick_done, (void *)(intptr_t)e->id);
+  vm_spawn_labeled(e->vm, CO_BACKGROUND, 0, every_tick_done, (void *)(intptr_t)e->id, e->label);
 }
 
 int vm_every_start(lua_State *L, vm_t *vm, uint64_t interval_ms, int fn_index) {
@@ -637,6 +772,10 @@ int vm_every_start(lua_State *L, vm_t *vm, uint64_t interval_ms, int fn_index) {
   if (!e) return luaL_error(L, "chatgw.every: out of memory");
   e->vm = vm;
   e->id = ++vm->next_every_id;
+  lua_pushvalue(L, fn_index);
+  lua_Debug ar;
+  if (lua_getinfo(L, ">S", &ar))
+    snprintf(e->label, sizeof e->label, "chatgw.every (%s:%d)", ar.short_src, ar.linedefined);
   lua_pushvalue(L, fn_index);
   e->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   uv_timer_init(g_loop, &e->timer);

@@ -64,6 +64,10 @@ void vm_sched_close(void);
 void vm_set_drop(co_kind_t kind, co_drop_fn fn);
 
 vm_t *vm_new(const vm_options_t *opts, char *err, size_t errlen);
+/* lua.max_memory_mb: past this many bytes an allocation of the state raises "not enough memory"
+ * in the coroutine that asked (0: no cap). */
+void vm_set_memory_cap(vm_t *vm, size_t bytes);
+size_t vm_memory_used(vm_t *vm);
 lua_State *vm_state(vm_t *vm);
 uint64_t vm_generation(vm_t *vm);
 int vm_is_retired(vm_t *vm);
@@ -90,6 +94,18 @@ void vm_destroy_all(void);
  * coroutine is resumed at once (from the loop, never from inside another resume); it may have
  * ended (and be freed) when this returns, so use the result only as a success flag. */
 co_t *vm_spawn(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud);
+/* Like vm_spawn, with the label the watchdog names when this coroutine stalls the loop. */
+co_t *vm_spawn_labeled(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud,
+                       const char *label);
+/* What co runs, for the watchdog's ERROR and error ("GET /spin (handlers/w.lua)", "loading
+ * (handlers/a.lua)", "chatgw.every (handlers/t.lua:3)"); copied. */
+void vm_co_set_label(co_t *co, const char *label);
+const char *vm_co_label(co_t *co); /* the label, or the kind's name */
+/* The interrupt to give watchdog_start (core/watchdog.h): in its SIGURG handler it arms a
+ * count hook on the running coroutine's state that raises "<file>:<line>: watchdog: <label>
+ * ran for N ms without yielding" in that coroutine, again and again until it ends. */
+typedef void (*vm_interrupt_fn)(void);
+vm_interrupt_fn vm_watchdog_interrupt(void);
 /* Like vm_spawn, but the first resume happens on the next loop iteration (for CO_BACKGROUND
  * on a state not yet activated: at activation). Safe to call from inside a coroutine. */
 co_t *vm_spawn_deferred(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud);

@@ -3,11 +3,9 @@
 -- data file it is given, and writes the "PNG" where the script says. Every case runs with
 -- chatgw.config.data_dir pointing at a directory of its own (`chatgw test` keeps the
 -- deployment's data_dir in chatgw.config), and the last case checks it was left empty.
-local ffi = require "ffi"
-pcall(ffi.cdef, "int mkdir(const char *path, unsigned int mode);")
 local DATA = (os.getenv("TMPDIR") or "/tmp"):gsub("/+$", "") .. "/chatgw-charts-spec."
   .. chatgw.crypto.hex(chatgw.crypto.random_bytes(6))
-assert(ffi.C.mkdir(DATA, 448) == 0, "cannot create " .. DATA)
+assert(chatgw.fs.mkdir(DATA, 448), "cannot create " .. DATA)
 
 local function case(name, fn)
   test(name, function(t)

@@ -19,7 +19,7 @@ local f = assert(io.open("docs/config.md", "rb"))
 local doc = f:read("*a")
 f:close()
 
-for _, section in ipairs({ "http", "ws", "chat", "channels", "providers", "ai", "notify", "tokens" }) do
+for _, section in ipairs({ "http", "lua", "watchdog", "ws", "chat", "channels", "providers", "ai", "notify", "tokens" }) do
   print("# " .. section)
   local known = {}
   for _, r in ipairs(config.doc_rows(section)) do

@@ -10,6 +10,7 @@
 
 #include "exec.h"
 #include "http_server.h"
+#include "watchdog.h"
 #include "ws.h"
 
 #include "check.h"
@@ -83,6 +84,11 @@ int main(void) {
   SAME("cfg", "ws.rate_limit.close_after", w.rate_close_after);
   SAME("cfg", "ws.presence.batch_size", w.presence_batch_size);
   SAME("cfg", "ws.presence.flush_interval_ms", w.presence_flush_interval_ms);
+
+  watchdog_settings_t wd;
+  watchdog_settings_default(&wd);
+  SAME("cfg", "watchdog.stall_ms", wd.stall_ms);
+  SAME("cfg", "watchdog.abort_ms", wd.abort_ms);
 
   exec_limits_t e;
   exec_limits_default(&e);

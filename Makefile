@@ -3,9 +3,12 @@
 #   make test   install packages, build (normal and ASan+UBSan), run every test
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
+BUILD_FUZZ ?= build-fuzz
+FUZZ_SECONDS ?= 600
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: run test deps build build-asan test-normal test-asan check-layers format clean bench install
+.PHONY: run test deps build build-asan build-fuzz fuzz fuzz-smoke test-normal test-asan check-layers \
+  format clean bench install
 
 run: deps build
 	./$(BUILD)/chatgw run handlers/
@@ -32,16 +35,30 @@ test:
 	$(MAKE) test-normal
 	$(MAKE) test-asan
 
+# libFuzzer harnesses (fuzz/, docs/fuzzing.md): clang, coverage, ASan + UBSan, a tree of their own.
+build-fuzz:
+	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCHATGW_FUZZ=ON >/dev/null
+	cmake --build $(BUILD_FUZZ) -j $(JOBS)
+
+# Each harness 10 s (CI runs this once per run); any crash fails.
+fuzz-smoke: build-fuzz
+	./fuzz/run.sh $(BUILD_FUZZ) 10
+
+# Each harness FUZZ_SECONDS (default 600); FUZZ_TARGETS="config policy" picks some.
+fuzz: build-fuzz
+	./fuzz/run.sh $(BUILD_FUZZ) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 # No module calls a higher layer, and the module graph has no cycle (scripts/check-layers.py).
 check-layers: build
 	python3 scripts/check-layers.py $(BUILD)
 
 format:
 	clang-format -i runtime/*.c runtime/*.h runtime/*/*.c runtime/*/*.h tests/unit/*.h \
-	  tests/unit/*/*.c
+	  tests/unit/*/*.c fuzz/*.c fuzz/*.h
 
 clean:
-	rm -rf $(BUILD) $(BUILD_ASAN)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
 
 # make install [PREFIX=/usr/local] [DESTDIR=] (docs/operations.md, "Deployment"):
 #   $(PREFIX)/bin/chatgw

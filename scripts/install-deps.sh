@@ -6,8 +6,10 @@ PKGS="build-essential cmake pkg-config libluajit2-5.1-dev libuv1-dev libcurl4-op
 libssl-dev libhttp-parser-dev libwslay-dev libsqlite3-dev lua-cjson lua-yaml python3 luajit2 \
 ca-certificates gnuplot-nox"
 # node + node-ws: the independent WebSocket client of the e2e tests and bench/ws
-# openssl + curl: the TLS tests make a certificate and fetch over https
-[ "${1:-}" = "--test" ] && PKGS="$PKGS procps openssl curl nodejs node-ws chromium chromium-driver python3-selenium"
+# openssl + curl: the TLS tests make a certificate and fetch over https; clang and
+# libclang-rt-14-dev (libclang_rt.fuzzer, only a recommendation of clang): the fuzz harnesses
+[ "${1:-}" = "--test" ] && PKGS="$PKGS procps openssl curl nodejs node-ws chromium chromium-driver python3-selenium \
+clang libclang-rt-14-dev"
 
 missing=""
 for p in $PKGS; do

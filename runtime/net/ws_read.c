@@ -89,6 +89,19 @@ static int rate_take(ws_conn_t *c, uint64_t *retry_ms) {
   return 0;
 }
 
+/* A protocol error in what the client sent. A connection already closing (our close frame is
+ * out, the peer's answer awaited) is closed now: ws__fail would do nothing, and the frame that
+ * failed its checks must not be read on (fuzz/ws_frames found a control frame's payload then
+ * copied past ctrl[]). */
+static void read_fail(ws_conn_t *c, const char *code, const char *message, unsigned close_code,
+                      const char *reason) {
+  if (c->state == WC_CLOSING) {
+    ws__hard_close(c, close_code, reason);
+    return;
+  }
+  ws__fail(c, code, message, close_code, reason);
+}
+
 static void conn_message(ws_conn_t *c, const uint8_t *p, size_t n, unsigned op) {
   if (ws__g.m_recv) metrics_inc(ws__g.m_recv, NULL, 1);
   if (c->state == WC_HANDSHAKE) {
@@ -146,17 +159,17 @@ static void conn_control(ws_conn_t *c, unsigned op) {
   char reason[WS_MAX_CONTROL];
   reason[0] = 0;
   if (c->ctrl_len == 1) {
-    ws__fail(c, NULL, NULL, 1002, "bad close frame");
+    read_fail(c, NULL, NULL, 1002, "bad close frame");
     return;
   }
   if (c->ctrl_len >= 2) {
     code = ((unsigned)c->ctrl[0] << 8) | c->ctrl[1];
     if (!ws_close_code_valid(code)) {
-      ws__fail(c, NULL, NULL, 1002, "invalid close code");
+      read_fail(c, NULL, NULL, 1002, "invalid close code");
       return;
     }
     if (!ws_utf8_valid(c->ctrl + 2, c->ctrl_len - 2)) {
-      ws__fail(c, NULL, NULL, 1007, "invalid UTF-8 in close reason");
+      read_fail(c, NULL, NULL, 1007, "invalid UTF-8 in close reason");
       return;
     }
     memcpy(reason, c->ctrl + 2, c->ctrl_len - 2);
@@ -185,32 +198,32 @@ static int frame_begin(ws_conn_t *c, const struct wslay_frame_iocb *io) {
   c->frame_left = io->payload_length;
   c->used += ws_client_header_len(io->payload_length, io->mask);
   if (io->rsv) {
-    ws__fail(c, NULL, NULL, 1002, "reserved bits set (no extension was negotiated)");
+    read_fail(c, NULL, NULL, 1002, "reserved bits set (no extension was negotiated)");
     return -1;
   }
   if (!io->mask) {
-    ws__fail(c, NULL, NULL, 1002, "client frames must be masked");
+    read_fail(c, NULL, NULL, 1002, "client frames must be masked");
     return -1;
   }
   unsigned op = io->opcode;
   if (op >= WS_OP_CLOSE) {
     if (op > WS_OP_PONG) {
-      ws__fail(c, NULL, NULL, 1002, "unknown opcode");
+      read_fail(c, NULL, NULL, 1002, "unknown opcode");
       return -1;
     }
     c->ctrl_len = 0; /* wslay checked: <= 125 bytes, not fragmented */
     return 0;
   }
   if (op != WS_OP_CONT && op != WS_OP_TEXT && op != WS_OP_BINARY) {
-    ws__fail(c, NULL, NULL, 1002, "unknown opcode");
+    read_fail(c, NULL, NULL, 1002, "unknown opcode");
     return -1;
   }
   if (op == WS_OP_CONT && !c->msg_active) {
-    ws__fail(c, NULL, NULL, 1002, "continuation frame without a message");
+    read_fail(c, NULL, NULL, 1002, "continuation frame without a message");
     return -1;
   }
   if (op != WS_OP_CONT && c->msg_active) {
-    ws__fail(c, NULL, NULL, 1002, "new message inside a fragmented one");
+    read_fail(c, NULL, NULL, 1002, "new message inside a fragmented one");
     return -1;
   }
   if (op != WS_OP_CONT) {
@@ -225,9 +238,9 @@ static int frame_begin(ws_conn_t *c, const struct wslay_frame_iocb *io) {
                      : ws__g.set.max_payload;
   if (io->payload_length > limit || c->msg_len + io->payload_length > limit) {
     if (c->state <= WC_CONNECTING)
-      ws__fail(c, "too_large", "the connect message is too large", 1009, "message too big");
+      read_fail(c, "too_large", "the connect message is too large", 1009, "message too big");
     else
-      ws__fail(c, NULL, NULL, 1009, "message too big");
+      read_fail(c, NULL, NULL, 1009, "message too big");
     return -1;
   }
   return 0;
@@ -267,7 +280,7 @@ static void frame_chunk(ws_conn_t *c, const struct wslay_frame_iocb *io) {
   if (c->msg_op == WS_OP_TEXT) {
     c->utf8 = ws_utf8_step(c->utf8, io->data, n);
     if (c->utf8 == WS_UTF8_BAD) {
-      ws__fail(c, NULL, NULL, 1007, "invalid UTF-8 in a text message");
+      read_fail(c, NULL, NULL, 1007, "invalid UTF-8 in a text message");
       return;
     }
   }
@@ -277,20 +290,20 @@ static void frame_chunk(ws_conn_t *c, const struct wslay_frame_iocb *io) {
     /* The whole message is in this chunk: no copy. */
     c->msg_active = 0;
     if (c->msg_op == WS_OP_TEXT && c->utf8 != 0) {
-      ws__fail(c, NULL, NULL, 1007, "invalid UTF-8 in a text message");
+      read_fail(c, NULL, NULL, 1007, "invalid UTF-8 in a text message");
       return;
     }
     conn_message(c, io->data, n, c->msg_op);
     return;
   }
   if (n && msg_append(c, io->data, n) != 0) {
-    ws__fail(c, NULL, NULL, 1011, "out of memory");
+    read_fail(c, NULL, NULL, 1011, "out of memory");
     return;
   }
   if (final) {
     c->msg_active = 0;
     if (c->msg_op == WS_OP_TEXT && c->utf8 != 0) {
-      ws__fail(c, NULL, NULL, 1007, "invalid UTF-8 in a text message");
+      read_fail(c, NULL, NULL, 1007, "invalid UTF-8 in a text message");
       return;
     }
     conn_message(c, c->msg, c->msg_len, c->msg_op);
@@ -336,7 +349,7 @@ void ws__parse(ws_conn_t *c, const uint8_t *p, size_t n) {
     if (r < 0) {
       wslay_frame_context_free(c->fctx);
       c->fctx = NULL;
-      ws__fail(c, NULL, NULL, 1002, "protocol error");
+      read_fail(c, NULL, NULL, 1002, "protocol error");
       break;
     }
     if (!c->frame_active && frame_begin(c, &io) != 0) break;

@@ -49,16 +49,16 @@ end
 -- limit = n, order = "desc" | "asc" }. A counter row is "since" while its last call is.
 function M.select(f)
   local where, args = {}, {}
-  if f.since then
-    where[#where + 1] = "coalesce(last_at, at) >= :since"
-    args.since = f.since
+  if f.since then -- a counter row's calls lie within its hour: at >= since - 3600 (the index)
+    where[#where + 1] = "at >= :since_lo AND coalesce(last_at, at) >= :since"
+    args.since, args.since_lo = f.since, f.since - 3600
   end
   if f.kind then
     where[#where + 1] = "kind = :kind"
     args.kind = f.kind
-  elseif f.prefix then
-    where[#where + 1] = "substr(kind, 1, :plen) = :prefix"
-    args.prefix, args.plen = f.prefix, #f.prefix
+  elseif f.prefix then -- kinds in [prefix, prefix with its last byte + 1): the kind index
+    where[#where + 1] = "kind >= :lo AND kind < :hi"
+    args.lo, args.hi = f.prefix, f.prefix:sub(1, -2) .. string.char(f.prefix:byte(-1) + 1)
   end
   if f.before then
     where[#where + 1] = "id < :before"
@@ -77,7 +77,7 @@ end
 -- Deletes up to `chunk` rows last touched before cutoff. Returns the number deleted | nil, err.
 function M.prune_chunk(cutoff, chunk)
   return chatgw.db.exec([[DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log
-    WHERE at < :cutoff AND coalesce(last_at, at) < :cutoff ORDER BY id LIMIT :chunk)]],
+    WHERE at < :cutoff AND coalesce(last_at, at) < :cutoff LIMIT :chunk)]],
     { cutoff = cutoff, chunk = chunk })
 end
 

@@ -316,6 +316,14 @@ class AuditTest(GatewayTest):
         e = self.audit(g, "?kind=app.secret.test")["entries"][0]
         self.assertEqual(e["detail"], {"nested": {"n": 1}, "keep": "visible", "count": 3})
         self.assert_no_secret_in_store(g)
+        # events are append-only: the table refuses an UPDATE of one
+        db = sqlite3.connect(os.path.join(g.dir, "data", "chatgw.db"), timeout=10)
+        try:
+            with self.assertRaisesRegex(sqlite3.DatabaseError, "append-only"):
+                db.execute("UPDATE audit_log SET who = 'someone else' WHERE id = ?", (e["id"],))
+        finally:
+            db.rollback()
+            db.close()
 
     def test_retention_prunes_old_entries(self):
         # 0.00003 days = 2.6 s; the prune runs every 200 ms in tests (at most hourly otherwise)

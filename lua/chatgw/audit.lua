@@ -100,19 +100,47 @@ function M.record(kind, fields)
   return record(kind, check("audit.record", kind, fields))
 end
 
--- One more call in the hour's counter row of (kind, who, addr, what, detail.status). Written in a
--- task of its own: the request that is counted never waits for it, and a reload does not cancel it.
-function M.count(kind, fields)
-  fields = check("audit.count", kind, fields)
+-- One more call in the hour's counter row of (kind, who, addr, what, detail). The calls of 100 ms
+-- are added up in memory and written by one task (one upsert per row): the request that is
+-- counted never waits for it, and a reload does not cancel it (a kill -9 loses those 100 ms).
+local pending, flushing = {}, false
+
+local FLUSH_MS = 100 -- counts of up to this long go to the store in one write per row
+
+local function flush()
+  chatgw.sleep(FLUSH_MS)
+  local batch = pending
+  pending, flushing = {}, false
+  for _, c in pairs(batch) do
+    local ok, n, err = pcall(store.count, c.at, c.last_at, c.k, c.bucket, c.kind, c.who, c.addr, c.what, c.detail)
+    if not (ok and n) then warn(c.kind, ok and err or n) end
+  end
+end
+
+-- key (optional): a string the caller makes of what tells its rows apart (the calls hook: kind,
+-- token, address, route, status); a call whose row is already pending then costs a lookup.
+function M.count(kind, fields, key)
   local now = chatgw.time()
   local hour = floor(now / 3600) * 3600
-  local who, addr, what = text(fields.who, "runtime"), fields.addr and text(fields.addr), text(fields.what)
-  local detail = encode_detail(fields.detail)
-  local bucket = json.encode({ kind, who, addr or "", what or "", detail or "", hour })
-  chatgw._spawn_task(function()
-    local ok, n, err = pcall(store.count, now, bucket, kind, who, addr, what, detail)
-    if not (ok and n) then warn(kind, ok and err or n) end
-  end)
+  local pk = key and (key .. "\0" .. hour)
+  local c = pk and pending[pk]
+  if not c then
+    fields = check("audit.count", kind, fields)
+    local who, addr, what = text(fields.who, "runtime"), fields.addr and text(fields.addr), text(fields.what)
+    local detail = encode_detail(fields.detail)
+    local bucket = json.encode({ kind, who, addr or "", what or "", detail or "", hour })
+    pk = pk or bucket
+    c = pending[pk]
+    if not c then
+      pending[pk] = { at = now, last_at = now, k = 1, bucket = bucket, kind = kind, who = who, addr = addr,
+        what = what, detail = detail }
+    end
+  end
+  if c then c.k, c.last_at = c.k + 1, now end
+  if not flushing then
+    flushing = true
+    chatgw._spawn_task(flush)
+  end
   return true
 end
 

@@ -8,17 +8,23 @@
 --                per token, address, route and hour
 local M = {}
 
+local concat = table.concat
+
 function M.hook(audit)
   return function(req, route, who, status)
     local scope = route.scope
     if scope == nil or scope == "admin" then
       local label = route.label or (req.method .. " " .. req.path)
-      audit.count("admin.call", { who = who.name, addr = req.remote_addr, what = label,
-        detail = { method = req.method, route = label, status = status } })
+      local addr = req.remote_addr
+      audit.count("admin.call", { who = who.name, addr = addr, what = label,
+        detail = { method = req.method, route = label, status = status } },
+        concat({ "admin.call", who.name, addr or "", label, req.method, status }, "\0"))
     elseif scope == "notify" then
       local label = route.label or (req.method .. " " .. req.path)
-      audit.count("notify.call", { who = who.name, addr = req.remote_addr, what = label,
-        detail = { method = req.method, route = label } })
+      local addr = req.remote_addr
+      audit.count("notify.call", { who = who.name, addr = addr, what = label,
+        detail = { method = req.method, route = label } },
+        concat({ "notify.call", who.name, addr or "", label, req.method }, "\0"))
     end
   end
 end

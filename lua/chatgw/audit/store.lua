@@ -37,12 +37,12 @@ function M.insert(at, kind, who, addr, what, detail)
     at, kind, who, addr, what, detail)
 end
 
--- One more in the bucket's counter row (created with n = 1).
-function M.count(at, bucket, kind, who, addr, what, detail)
+-- k more in the bucket's counter row (created with n = k).
+function M.count(at, last_at, k, bucket, kind, who, addr, what, detail)
   return chatgw.db.exec([[INSERT INTO audit_log (at, kind, who, addr, what, detail, n, last_at, bucket)
-    VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)
-    ON CONFLICT (bucket) DO UPDATE SET n = n + 1, last_at = excluded.last_at]],
-    at, kind, who, addr, what, detail, at, bucket)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (bucket) DO UPDATE SET n = n + excluded.n, last_at = excluded.last_at]],
+    at, kind, who, addr, what, detail, k, last_at, bucket)
 end
 
 -- f: { since = epoch s, kind = exact, prefix = kind prefix, before = id, after = id,

@@ -68,6 +68,19 @@ local function encode_detail(detail)
   return s
 end
 
+-- The same text for the same detail in every process (pairs() order is not): sorted keys.
+local function canonical(detail)
+  if type(detail) ~= "table" then return "" end
+  local keys, parts = {}, {}
+  for k in pairs(detail) do if type(k) == "string" and not secret_key(k) then keys[#keys + 1] = k end end
+  table.sort(keys)
+  for i, k in ipairs(keys) do
+    local v = detail[k]
+    parts[i] = k .. "=" .. (type(v) == "table" and json.encode(clean(v, 2)) or tostring(v))
+  end
+  return table.concat(parts, "\n")
+end
+
 local function check(fname, kind, fields)
   if type(kind) ~= "string" or not kind:match(KIND) or #kind > 64 then
     error(fname .. ": kind must be a name like \"gateway.create\" ([a-z][a-z0-9_.-]*, at most 64), got " .. tostring(kind), 3)
@@ -107,14 +120,18 @@ local pending, flushing = {}, false
 
 local FLUSH_MS = 100 -- counts of up to this long go to the store in one write per row
 
-local function flush()
-  chatgw.sleep(FLUSH_MS)
+local function write_pending()
   local batch = pending
   pending, flushing = {}, false
   for _, c in pairs(batch) do
     local ok, n, err = pcall(store.count, c.at, c.last_at, c.k, c.bucket, c.kind, c.who, c.addr, c.what, c.detail)
     if not (ok and n) then warn(c.kind, ok and err or n) end
   end
+end
+
+local function flush()
+  chatgw.sleep(FLUSH_MS)
+  write_pending()
 end
 
 -- key (optional): a string the caller makes of what tells its rows apart (the calls hook: kind,
@@ -128,7 +145,7 @@ function M.count(kind, fields, key)
     fields = check("audit.count", kind, fields)
     local who, addr, what = text(fields.who, "runtime"), fields.addr and text(fields.addr), text(fields.what)
     local detail = encode_detail(fields.detail)
-    local bucket = json.encode({ kind, who, addr or "", what or "", detail or "", hour })
+    local bucket = json.encode({ kind, who, addr or "", what or "", canonical(fields.detail), hour })
     pk = pk or bucket
     c = pending[pk]
     if not c then
@@ -228,6 +245,12 @@ function M.install(R)
     chatgw.every(math.min(60000, interval), function() prune_tick(interval) end)
     return true
   end)
+  -- a stop writes what is pending at once (the flush task may not get its turn)
+  local shutdown = R.shutdown
+  R.shutdown = function(...)
+    shutdown(...)
+    if next(pending) ~= nil then write_pending() end
+  end
   R.register_call_hook(require("chatgw.audit.calls").hook(M))
   require("chatgw.audit.routes").install(R)
 end

@@ -307,6 +307,21 @@ class AuditTest(GatewayTest):
         # the refused reads are admin calls too (status 403)
         self.wait_entry(g, "admin.call", count=1, who="reader", what="GET /v1/audit/export", status=403)
 
+    def test_counts_survive_a_stop_and_a_reload(self):
+        g = self.start()
+        for _ in range(5):
+            self.call(g, "GET", "/mine", SECRETS["ADMIN_TOKEN"])
+        self.assertEqual(g.stop(), 0)  # the pending counts are written at the stop
+        g.restart()
+        for _ in range(2):
+            self.call(g, "GET", "/mine", SECRETS["ADMIN_TOKEN"])
+        g.reload()
+        self.call(g, "GET", "/mine", SECRETS["ADMIN_TOKEN"])
+        # one row for the hour, in every process and state (two if the clock hour turned meanwhile)
+        rows = self.wait(lambda: (lambda es: es if sum(e["count"] for e in es) == 8 else None)(
+            self.entries(g, "admin.call", who="root", what="GET /mine")), 10, "8 counted calls")
+        self.assertEqual(len(rows), len({int(e["at"] // 3600) for e in rows}), rows)
+
     def test_no_secret_in_detail(self):
         g = self.start()
         detail = {"token": "handler-given-secret", "api_key": "handler-given-secret", "Password": "handler-given-secret",

@@ -329,6 +329,19 @@ end
 local guards = {}
 function M.register_listener_guard(listener, fn) guards[listener] = fn end
 
+-- Call hooks (the audit ledger): fn(req, route, who, status) after each call by a known token of
+-- a route that is not public, also one refused for its scope (403). Errors are logged, never
+-- the caller's.
+local call_hooks = {}
+function M.register_call_hook(fn) call_hooks[#call_hooks + 1] = fn end
+
+local function after_call(req, route, who, status)
+  for i = 1, #call_hooks do
+    local ok, err = pcall(call_hooks[i], req, route, who, status)
+    if not ok then chatgw.log.warn("call hook failed", { route = route.label, error = tostring(err) }) end
+  end
+end
+
 function M.dispatch(req)
   local guard = guards[req.listener]
   if guard then
@@ -367,10 +380,12 @@ function M.dispatch(req)
     end
     if not auth.allows(who, route.scope) then
       local s, b, h = json_error(403, "forbidden", nil, { scope = route.scope or "admin" })
+      if #call_hooks > 0 then after_call(req, route, who, 403) end
       return s, b, h, label
     end
     req.auth = who.public -- { name, scopes }: the handler may ask who called
   end
+  local caller = not route.public and #call_hooks > 0 and req.auth
   req.params = params
   req.query = parse_query(req.query_string)
   local body = req.body
@@ -380,6 +395,7 @@ function M.dispatch(req)
       local v, err = json.decode(body)
       if v == nil and err then
         local s, b, h = json_error(400, "invalid_json", nil, { detail = err })
+        if caller then after_call(req, route, caller, 400) end
         return s, b, h, label
       end
       req.json = v
@@ -389,6 +405,7 @@ function M.dispatch(req)
   end
   co_label(label, route.file)
   local s, b, h = run_handler(route, req)
+  if caller then after_call(req, route, caller, s) end
   return s, b, h, label
 end
 
@@ -450,5 +467,6 @@ require("chatgw.chat.channels.feishu").install(M) -- Feishu/Lark (on with FEISHU
 require("chatgw.ai").install(M) -- chatgw.ai, AI providers, POST /v1/tasks, /reset (lua/chatgw/ai/)
 require("chatgw.notify").install(M) -- the notify API on the notify listener (lua/chatgw/notify/)
 require("chatgw.registry").install(M) -- the gateway registry, /v1/gateways (lua/chatgw/registry/)
+require("chatgw.audit").install(M) -- the audit ledger, GET /v1/audit (lua/chatgw/audit.lua); its start hook is last
 
 return M

@@ -109,6 +109,12 @@ class RegistryTest(GatewayTest):
         time.sleep(2.5)
         self.assertLessEqual(len(self.tg.calls("getUpdates", token=TG_TOKEN)), polls + 1, "no polling after delete")
         self.api("GET", "/v1/gateways/alerts", status=404)
+        # each action is in the audit ledger, with no secret
+        entries = self.api("GET", "/v1/audit?kind=gateway.*", status=200).json()["entries"]
+        self.assertEqual(sorted(e["kind"] for e in entries), ["gateway.create", "gateway.delete", "gateway.test"])
+        for e in entries:
+            self.assertEqual((e["who"], e["what"]), ("gateway", "alerts"), e)
+            self.assertNotIn("AAAA", json.dumps(e))
         self.tg.push_update(TG_TOKEN, self.tg.text_update(778, "/hi"))
         time.sleep(1.0)
         self.assertEqual(self.tg.texts(778), [])

@@ -25,16 +25,17 @@ return {
       if not n then return 409, { error = id } end
       return { id = id, changes = n }
     end,
-    ["GET /items"] = function(req)
+    -- scope read: an admin-scope call adds an audit counter write of its own (chatgw_store_last_batch_jobs)
+    ["GET /items"] = { scope = "read", function(req)
       local rows, err = chatgw.db.query("SELECT id, name, length(data) AS len, n, big FROM items ORDER BY id")
       if not rows then return 500, { error = err } end
       return { rows = rows }
-    end,
+    end },
     ["GET /blob/:id"] = function(req)
       local rows = assert(chatgw.db.query("SELECT data FROM items WHERE id = ?", tonumber(req.params.id)))
       return 200, rows[1] and rows[1].data or "", { ["Content-Type"] = "application/octet-stream" }
     end,
-    ["POST /three"] = function(req)
+    ["POST /three"] = { scope = "read", function(req)
       -- three writes in one loop turn: the tasks start together on the next turn
       local out = {}
       for i, name in ipairs({ "g1", "g1", "g2" }) do
@@ -48,7 +49,7 @@ return {
         chatgw.sleep(5)
       end
       return out
-    end,
+    end },
     ["POST /tx"] = function(req)
       local r, err = chatgw.db.tx(function(tx)
         assert(tx:exec("INSERT INTO items (name) VALUES ('tx1')"))

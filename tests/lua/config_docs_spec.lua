@@ -11,6 +11,7 @@ require "chatgw.providers.config" -- the providers: section
 require "chatgw.ai.config" -- the ai: section
 require "chatgw.notify.config" -- the notify: section
 require "chatgw.auth" -- the tokens: section
+require "chatgw.audit.config" -- the audit: section
 
 local spec = require "spec_helper"
 local check = spec.check
@@ -19,7 +20,7 @@ local f = assert(io.open("docs/config.md", "rb"))
 local doc = f:read("*a")
 f:close()
 
-for _, section in ipairs({ "http", "lua", "watchdog", "ws", "chat", "channels", "providers", "ai", "notify", "tokens" }) do
+for _, section in ipairs({ "http", "lua", "watchdog", "ws", "chat", "channels", "providers", "ai", "notify", "tokens", "audit" }) do
   print("# " .. section)
   local known = {}
   for _, r in ipairs(config.doc_rows(section)) do

@@ -17,6 +17,7 @@ local allowlist = require "chatgw.chat.allowlist"
 local outbox = require "chatgw.chat.outbox"
 local texts = require "chatgw.chat.texts"
 local model = require "chatgw.chat.model"
+local audit = require "chatgw.audit"
 local json = require "chatgw.json"
 
 local errtrace = require "chatgw.errtrace"
@@ -121,6 +122,14 @@ builtins.help = { desc = "help_desc", fn = function(msg)
 end }
 builtins.start = { desc = "start_desc", fn = function(msg) return builtins.help.fn(msg) end }
 
+-- An /auth add or del in the audit ledger (who: the owner as chat:<channel>:<user id>).
+local function audit_allowlist(msg, sub, id, changed)
+  audit.record("allowlist." .. sub, { who = ("chat:%s:%s"):format(msg.channel, tostring(msg.user.id)),
+    what = ("/auth %s %s"):format(sub, tostring(id)),
+    detail = { channel = msg.channel, account = msg.account, chat_id = tostring(id), from_chat = msg.chat.id,
+      changed = changed } })
+end
+
 builtins.auth = { desc = "auth_desc", visible = function(msg) return allowlist.is_owner(msg) end,
   fn = function(msg)
     if not allowlist.is_owner(msg) then return msg:reply(texts.get("auth_owner_only")) end
@@ -142,11 +151,13 @@ builtins.auth = { desc = "auth_desc", visible = function(msg) return allowlist.i
       local ok, err = allowlist.add(msg.channel, msg.account, id, msg.user.id)
       if not ok then error(err) end
       chatgw.log.info("allowlist: chat added", { channel = msg.channel, account = msg.account, chat_id = id, by = msg.user.id })
+      audit_allowlist(msg, "add", id, ok > 0)
       return msg:reply(texts.get("auth_added", { chat_id = id }))
     end
     local n, err = allowlist.remove(msg.channel, msg.account, id)
     if not n then error(err) end
     chatgw.log.info("allowlist: chat removed", { channel = msg.channel, account = msg.account, chat_id = id, by = msg.user.id })
+    audit_allowlist(msg, "del", id, n > 0)
     return msg:reply(texts.get(n > 0 and "auth_removed" or "auth_not_found", { chat_id = id }))
   end }
 

@@ -24,6 +24,7 @@ local allowlist = require "chatgw.chat.allowlist"
 local policy = require "chatgw.chat.policy"
 local texts = require "chatgw.chat.texts"
 local supervisor = require "chatgw.supervisor"
+local audit = require "chatgw.audit"
 
 local type, tostring, pairs, ipairs, error, pcall = type, tostring, pairs, ipairs, error, pcall
 
@@ -414,6 +415,7 @@ function M.install(runtime)
     for _, w in ipairs(p.warnings or {}) do chatgw.log.warn("policy: " .. w) end
     dispatch.policy = p
     M.policy = p
+    audit.reload("policy.reload", { source = p.source, hash = p.hash }) -- recorded once started
     dispatch.unknown_hint = cfg.chat.unknown_command_hint
     allowlist.configure(cfg.chat, cfg.channels)
     texts.configure(cfg.chat.language)

@@ -25,6 +25,7 @@ local targets = require "chatgw.notify.targets"
 local registry = require "chatgw.notify.registry"
 local deliver = require "chatgw.notify.deliver"
 local alertmanager = require "chatgw.notify.alertmanager"
+local audit = require "chatgw.audit"
 require "chatgw.notify.config"
 
 local type, tostring, ipairs, pairs = type, tostring, ipairs, pairs
@@ -65,6 +66,7 @@ local function load_registry(reason)
     if reason == "mtime" and shared:get("seen") == "missing" then return end
     if not S.explicit_path and reason == "boot" then
       chatgw.log.info("notify: no projects registry (requests name their chats)", { path = path })
+      audit.reload("registry.reload", { source = path, hash = "none", reason = reason })
     else
       chatgw.log.warn(("[registry][WARN] reload failed (%s) keep hash %s: %s"):format(reason, cur.hash, tostring(err)),
         { path = path, good_hash = cur.hash, failed_hash = "missing" })
@@ -87,6 +89,7 @@ local function load_registry(reason)
   for _, w in ipairs(reg.warnings or {}) do chatgw.log.warn("[registry][WARN] " .. w, { path = path }) end
   shared:set("current", json.encode({ hash = h, path = path, reg = reg, loaded_at = chatgw.time() }))
   chatgw.log.info(("[registry] reloaded (%s) hash %s -> %s"):format(reason, cur.hash, h), { path = path })
+  audit.reload("registry.reload", { source = path, hash = h, reason = reason })
 end
 
 -- At most once a second, from a request: has the file changed?

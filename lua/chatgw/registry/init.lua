@@ -29,10 +29,10 @@ local ID = "^[a-z0-9_-]+$"
 local PREFIX = { telegram_bot = "tg", feishu_app = "fs", ai = "ai", webhook = "wh" }
 local CHANNEL = { telegram_bot = "telegram", feishu_app = "feishu" }
 
-local function audit(kind, fields)
-  local ok, a = pcall(require, "chatgw.audit")
-  if ok and type(a) == "table" and a.record then pcall(a.record, kind, fields) end
-end
+local auditlog = require "chatgw.audit"
+
+-- An audit entry of a registry action (never a credential: ids, types, names, what changed).
+local function audit(kind, fields) pcall(auditlog.record, kind, fields) end
 
 local function fail(status, code, field, extra)
   local b = { ok = false, error = code, field = field }

@@ -71,11 +71,13 @@ static int take_upgrade(http_request_t *r) {
   char *rest = NULL;
   size_t rest_len = 0;
   g_upgraded_open++;
-  if (http_request_upgrade(r, t, &rest, &rest_len, "GET /up") != 0) {
+  tls_conn_t *tls = NULL; /* a plain listener: no TLS session comes back */
+  if (http_request_upgrade(r, t, &rest, &rest_len, &tls, "GET /up") != 0) {
     uv_close((uv_handle_t *)t, on_up_closed);
     return 0;
   }
   CHECK(rest_len == 0 || rest != NULL);
+  CHECK(tls == NULL);
   free(rest);
   uv_close((uv_handle_t *)t, on_up_closed);
   return 1;

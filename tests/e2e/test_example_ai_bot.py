@@ -21,6 +21,7 @@ from harness import Gateway, GatewayTest, SLOW
 from fake_feishu import FakeFeishu
 from fake_llm import FakeLLM
 from fake_telegram import FakeTelegram
+from platform_chat import PlatformChat
 
 ROOT = os.environ.get("CHATGW_SRC") or os.path.join(os.path.dirname(__file__), "..", "..")
 EXAMPLE = os.path.join(ROOT, "examples", "ai-bot")
@@ -40,7 +41,9 @@ KEY_VARS = ("DEEPSEEK_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_A
             "OLLAMA_BASE_URL")
 
 
-class AiBotTest(GatewayTest):
+class AiBotTest(PlatformChat, GatewayTest):
+    TG_TOKEN, FS_APP, FS_VT, FS_EK = TG_TOKEN, APP, VT, EK
+
     CHAT = 5151            # a private Telegram chat (the user's id)
     GROUP = -1005151515151
     FS_P2P = "oc_p2p_aibot1"
@@ -81,34 +84,6 @@ class AiBotTest(GatewayTest):
         self.g = g
         self.wait(lambda: self.fs.token_requests and self.tg.polls, 10, "both channels up")
         return g
-
-    # ---- Telegram ----
-    def say(self, chat_id, text, **kw):
-        """A user's message; returns its message_id."""
-        u = self.tg.text_update(chat_id, text, **kw)
-        self.tg.push_update(TG_TOKEN, u)
-        return u["message"]["message_id"]
-
-    def wait_tg(self, chat_id, n, timeout=15):
-        self.wait(lambda: len(self.tg.texts(chat_id)) >= n, timeout,
-                  "%d messages in %s (have %r)" % (n, chat_id, self.tg.texts(chat_id)))
-        return self.tg.texts(chat_id)
-
-    # ---- Feishu ----
-    def fs_say(self, chat_id, text, **kw):
-        body = self.fs.message_event(APP, chat_id, text, VT, **kw)
-        status, answer = self.fs.event("http://127.0.0.1:%d/feishu/events" % self.g.port("feishu"),
-                                       body, encrypt_key=EK)
-        self.assertEqual(status, 200, answer)
-        return body
-
-    def fs_texts(self, chat_id):
-        return [m["text"] for m in self.fs.messages(chat_id) if not m["deleted"]]
-
-    def wait_fs(self, chat_id, pred, what, timeout=15):
-        self.wait(lambda: pred(self.fs_texts(chat_id)), timeout,
-                  "%s in %s (have %r)" % (what, chat_id, self.fs_texts(chat_id)))
-        return self.fs_texts(chat_id)
 
     def handled(self, channel):
         """How many chat handler calls on the channel have returned (the chat layer's histogram)."""
@@ -256,12 +231,12 @@ class AiBotTest(GatewayTest):
         alert = r.json()["sent"]["feishu"][self.FS_GROUP]
         self.assertTrue(alert["sent"], alert)
         self.llm.reply("The gateway answered 12% of requests with server errors.")
-        body = self.fs_say(self.FS_GROUP, "@_user_1 /explain", parent_id=alert["message_id"],
+        mid = self.fs_say(self.FS_GROUP, "@_user_1 /explain", parent_id=alert["message_id"],
                            mentions=[self.fs.bot_mention(APP)])
         self.wait_fs(self.FS_GROUP, lambda t: t[1:] == ["The gateway answered 12% of requests with server errors."],
                      "the explanation")
         self.assertEqual(self.llm.last("openai")["prompt"], "The message:\napi-gw: 5xx rate 12% over 5 min")
-        self.assertEqual(self.fs.messages(self.FS_GROUP)[1]["reply_to"], body["event"]["message"]["message_id"],
+        self.assertEqual(self.fs.messages(self.FS_GROUP)[1]["reply_to"], mid,
                          "the explanation quotes the /explain in the group")
 
     def test_without_a_provider_key_it_says_so(self):

@@ -23,6 +23,7 @@ from harness import GatewayTest
 from fake_feishu import FakeFeishu
 from fake_llm import FakeLLM
 from fake_telegram import FakeTelegram
+from platform_chat import PlatformChat
 
 SRC = os.environ.get("CHATGW_SRC") or os.path.join(os.path.dirname(__file__), "..", "..")
 
@@ -52,7 +53,9 @@ def split_prompt(content):
     return json.loads(m.group(1)), m.group(2)
 
 
-class ExplainAskTest(GatewayTest):
+class ExplainAskTest(PlatformChat, GatewayTest):
+    TG_TOKEN, FS_APP, FS_VT, FS_EK = TG_TOKEN, APP, VT, EK
+
     CHAT = 4343             # private Telegram chats: the user's id
     GROUP = -1004343434343
     FS_P2P = "oc_p2p_explain1"
@@ -107,31 +110,6 @@ class ExplainAskTest(GatewayTest):
         e = r.json()["sent"][target][str(chat_id)]
         self.assertTrue(e["sent"], e)
         return e
-
-    def say(self, chat_id, text, **kw):
-        u = self.tg.text_update(chat_id, text, **kw)
-        self.tg.push_update(TG_TOKEN, u)
-        return u["message"]["message_id"]
-
-    def wait_tg(self, chat_id, n, timeout=15):
-        self.wait(lambda: len(self.tg.texts(chat_id)) >= n, timeout,
-                  "%d messages in %s (have %r)" % (n, chat_id, self.tg.texts(chat_id)))
-        return self.tg.texts(chat_id)
-
-    def fs_say(self, chat_id, text, **kw):
-        body = self.fs.message_event(APP, chat_id, text, VT, **kw)
-        status, answer = self.fs.event("http://127.0.0.1:%d/feishu/events" % self.g.port("feishu"),
-                                       body, encrypt_key=EK)
-        self.assertEqual(status, 200, answer)
-        return body["event"]["message"]["message_id"]
-
-    def fs_texts(self, chat_id):
-        return [m["text"] for m in self.fs.messages(chat_id) if not m["deleted"]]
-
-    def wait_fs(self, chat_id, pred, what, timeout=15):
-        self.wait(lambda: pred(self.fs_texts(chat_id)), timeout,
-                  "%s in %s (have %r)" % (what, chat_id, self.fs_texts(chat_id)))
-        return self.fs_texts(chat_id)
 
     def metric(self, pattern):
         m = re.search(r"^" + pattern + r" (\d+)", self.g.get("/metrics").text, re.M)

@@ -20,6 +20,9 @@ local wsmod = require "chatgw.ws"
 local M = {}
 
 local rooms = chatgw.shared("chatgw.ws.rooms") -- chat_id -> JSON array of connection ids
+-- "<chat_id>\0<message id>" -> the text of a bot message sent with buttons, for a press's
+-- cb.message.text (the outbox row learns the message id after the client may already press)
+local pressable = chatgw.shared("chatgw.ws.pressable", { max_bytes = 4 * 1024 * 1024 })
 local ROOMS_KEY = "chat.rooms"                  -- conn.data: { [chat_id] = true }
 local MAX_CHAT_ID = 128
 
@@ -117,7 +120,7 @@ local function m_press(conn, params)
   chat.callback{ channel = "ws", account = "default", id = chatgw.crypto.hex(chatgw.crypto.random_bytes(8)),
     data = params.data, chat = { id = chat_id, type = "private" },
     user = { id = user_of(conn), name = conn.client and conn.client.id or user_of(conn) },
-    message = { id = params.message_id } }
+    message = { id = params.message_id, text = pressable:get(chat_id .. "\0" .. params.message_id) } }
   return { ok = true }
 end
 
@@ -128,6 +131,7 @@ local function deliver(account, op)
     return { ok = false, kind = "permanent", error = "unsupported: the ws channel cannot " .. op.kind }
   end
   local id = "ws-" .. tostring(op.id)
+  if b.buttons then pressable:set(op.chat_id .. "\0" .. id, b.text or b.caption or "", 86400000) end
   fan_out(op.chat_id, { chat_id = op.chat_id, id = id, text = b.text or b.caption or "", format = b.format or "plain",
     buttons = b.buttons, reply_to = b.reply_to, from = { id = "bot", name = "bot" }, bot = true })
   return { ok = true, message_id = id }

@@ -32,6 +32,7 @@ local CHANNEL = { telegram_bot = "telegram", feishu_app = "feishu" }
 local function audit(kind, fields)
   local ok, a = pcall(require, "chatgw.audit")
   if ok and type(a) == "table" and a.record then pcall(a.record, kind, fields) end
+  require("chatgw.admin.live").changed(kind) -- the admin page sees the change at once
 end
 
 local function fail(status, code, field, extra)
@@ -260,6 +261,15 @@ local function list(req)
     end
   end
   return { ok = true, gateways = #out > 0 and out or json.empty_array, next_cursor = next_cursor or NULL }
+end
+
+-- Every gateway as GET /v1/gateways shows it, in id order (the admin page's live view).
+function M.snapshot()
+  local all = {}
+  for _, g in ipairs(store.all()) do all[#all + 1] = view(g) end
+  for _, g in ipairs(read_only()) do all[#all + 1] = g end
+  table.sort(all, function(a, b) return a.id < b.id end)
+  return all
 end
 
 local function update(req)

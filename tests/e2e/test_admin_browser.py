@@ -131,8 +131,14 @@ class AdminBrowserTest(GatewayTest):
         return self.read(lambda: self.css(sel)[0].get_attribute("class"))
 
     def click(self, sel):
-        self.until(lambda: self.css(sel) and self.css(sel)[0].is_displayed(), sel)
-        self.css(sel)[0].click()
+        """Clicks sel once it is shown (found again if the live view replaced it meanwhile)."""
+        def go():
+            e = self.css(sel)
+            if not e or not e[0].is_displayed():
+                return False
+            e[0].click()
+            return True
+        self.until(go, sel)
 
     def type(self, sel, text):
         e = self.until(lambda: self.css(sel) and self.css(sel)[0], sel)

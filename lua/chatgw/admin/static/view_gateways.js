@@ -54,6 +54,7 @@ window.CGW = window.CGW || {};
   function detail(g) {
     const t = testResult[g.id];
     const nameInput = el("input", { id: "gw-rename", value: g.name, autocomplete: "off", disabled: g.read_only });
+    nameInput.defaultValue = g.name;
     const box = el("div", { class: "detail", id: "gw-detail", dataset: { id: g.id } },
       el("h3", {}, g.name + " ", badge(g.status)),
       el("dl", {},
@@ -82,11 +83,24 @@ window.CGW = window.CGW || {};
     return box;
   }
 
-  function renderSide() {
+  // What the detail shows, less what moves all the time (a bot's last poll).
+  const keyOf = (g) => JSON.stringify(Object.assign({}, g, { last_connected_at: null, updated_at: null }),
+                                      null, 0) + JSON.stringify(testResult[g.id] || null) + confirming;
+  let shownKey = null;
+
+  function renderSide(fromUpdate) {
     if (!sideNode) return;
     if (adding) return; // the form keeps what is typed: not rebuilt by updates
-    clear(sideNode);
     const g = selected && (list || []).find((x) => x.id === selected);
+    const key = g ? keyOf(g) : null;
+    if (fromUpdate) {
+      // an update rebuilds the detail only when what it shows changed, and never under the
+      // operator's typing (the rename field)
+      const input = sideNode.querySelector("#gw-rename");
+      if (key === shownKey || (input && (document.activeElement === input || input.value !== input.defaultValue))) return;
+    }
+    shownKey = key;
+    clear(sideNode);
     if (g) sideNode.appendChild(detail(g));
   }
 
@@ -117,7 +131,7 @@ window.CGW = window.CGW || {};
       if (!Array.isArray(st.gateways)) return;
       list = st.gateways;
       renderList();
-      if (!confirming) renderSide();
+      renderSide(true);
     },
   };
 })());

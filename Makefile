@@ -63,7 +63,8 @@ clean:
 # make install [PREFIX=/usr/local] [DESTDIR=] (docs/operations.md, "Deployment"):
 #   $(PREFIX)/bin/chatgw
 #   $(PREFIX)/share/chatgw/lua, handlers  replaced whole, so no stale module survives an upgrade;
-#                                        the binary finds lua/ at <its dir>/../share/chatgw/lua
+#                                        the binary finds lua/ at <its dir>/../share/chatgw/lua;
+#                                        lua/chatgw/admin/static/ holds the admin page's files
 #   $(PREFIX)/share/chatgw/env.example
 #   /etc/chatgw/*                        from config/; an existing file that differs is kept and
 #                                        the new one goes beside it as <name>.dist
@@ -77,7 +78,7 @@ ETC     := $(DESTDIR)/etc/chatgw
 install: build
 	install -D -m 0755 $(BUILD)/chatgw $(DESTDIR)$(PREFIX)/bin/chatgw
 	rm -rf $(SHARE)/lua $(SHARE)/handlers
-	cd lua && find . -type f -name '*.lua' -printf '%P\n' | \
+	cd lua && find . -type f \( -name '*.lua' -o -path './chatgw/admin/static/*' \) -printf '%P\n' | \
 	  while read -r f; do install -D -m 0644 "$$f" "$(SHARE)/lua/$$f" || exit 1; done
 	cd handlers && find . -type f -printf '%P\n' | \
 	  while read -r f; do install -D -m 0644 "$$f" "$(SHARE)/handlers/$$f" || exit 1; done

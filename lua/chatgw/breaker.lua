@@ -12,6 +12,7 @@
 -- count). When the breaker is open, call returns nil, "open: ...", retry_after_ms without
 -- calling fn. See docs/lua-api.md "Circuit breakers".
 local chatgw = chatgw
+local known = require "chatgw.known"
 local new_c = chatgw._breaker
 local type, error, pcall, setmetatable, getmetatable, tostring, find = type, error, pcall,
     setmetatable, getmetatable, tostring, string.find
@@ -88,6 +89,7 @@ function chatgw.breaker(opts)
   end
   local ok, c = pcall(new_c, opts)
   if not ok then error(c, 2) end
+  known.remember("breaker", c.name, opts) -- listed by the admin page (lua/chatgw/known.lua)
   return setmetatable({ _c = c, name = c.name, is_failure = is_failure }, Breaker)
 end
 

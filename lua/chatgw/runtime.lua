@@ -15,7 +15,8 @@ local co_label = chatgw._co_label
 
 chatgw.json = json
 require "chatgw.http" -- chatgw.http.request (lua/chatgw/http.lua)
-require "chatgw.breaker" -- chatgw.breaker{...} (lua/chatgw/breaker.lua; chatgw.limiter is C)
+require "chatgw.breaker" -- chatgw.breaker{...} (lua/chatgw/breaker.lua)
+require "chatgw.limiter" -- chatgw.limiter{...}: the C limiter, its name remembered (lua/chatgw/limiter.lua)
 
 do -- chatgw.yaml: lyaml with nil, err on bad input instead of a raise
   local lyaml = require "lyaml"
@@ -467,6 +468,7 @@ require("chatgw.chat.channels.feishu").install(M) -- Feishu/Lark (on with FEISHU
 require("chatgw.ai").install(M) -- chatgw.ai, AI providers, POST /v1/tasks, /reset (lua/chatgw/ai/)
 require("chatgw.notify").install(M) -- the notify API on the notify listener (lua/chatgw/notify/)
 require("chatgw.registry").install(M) -- the gateway registry, /v1/gateways (lua/chatgw/registry/)
+require("chatgw.admin").install(M) -- the admin page /admin and /v1/admin/* (lua/chatgw/admin/)
 require("chatgw.audit").install(M) -- the audit ledger, GET /v1/audit (lua/chatgw/audit.lua); its start hook is last
 
 return M

@@ -8,6 +8,7 @@ it as .dist. Where systemd-analyze exists, the installed unit is verified (its E
 pointed at the binary under DESTDIR). Nothing is written outside the test's temp dir, and
 cmake is not run (`make -o build install BUILD=<the tested build dir>`)."""
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -92,6 +93,9 @@ class InstallTest(GatewayTest):
         for name in os.listdir(os.path.join(SRC, "config")):
             self.assertTrue(os.path.isfile(os.path.join(self.etc, name)), name)
         self.assertTrue(os.path.isfile(os.path.join(self.lua, "chatgw", "config.lua")))
+        static = os.path.join("chatgw", "admin", "static")  # the admin page's files, beside its module
+        self.assertEqual(sorted(os.listdir(os.path.join(self.lua, static))),
+                         sorted(os.listdir(os.path.join(SRC, "lua", static))))
         self.assertTrue(os.path.isfile(os.path.join(self.root, "usr", "share", "chatgw", "env.example")))
         with open(self.unit) as f:
             unit = f.read()
@@ -138,6 +142,13 @@ class InstallTest(GatewayTest):
         self.assertEqual(h.status, 200, h.text)
         self.assertTrue(h.json()["ok"])
         self.assertEqual(g.get("/health", auth=False).status, 401)
+        # the admin page, from the installed files: the page and every asset it names
+        page = g.get("/admin", auth=False)
+        self.assertEqual(page.status, 200, page.text)
+        assets = re.findall(r'(?:src|href)="(/admin/assets/[^"]+)"', page.text)
+        self.assertGreater(len(assets), 5)
+        for a in assets:
+            self.assertEqual(g.get(a, auth=False).status, 200, a)
         self.assertEqual(g.token, TOKEN)
         self.assertEqual(g.stop(), 0, g.stderr_text()[-3000:])
         self.assertTrue(os.path.exists(os.path.join(g.dir, "data", "chatgw.db")))

@@ -465,6 +465,7 @@ function M.install(runtime)
   end
 end
 
+M.channels_snapshot = function() return channels_route().channels end -- the admin page's live view
 M.texts = texts
 M.dispatch = dispatch
 M.allowlist = allowlist

@@ -1,7 +1,8 @@
 -- chatgw.chat.outbox: every outbound message goes through here. A message (send, edit,
 -- delete) is written to chat_outbox before the caller gets its handle; the sender of its
 -- channel account (chat/sender.lua) delivers it. Statuses: queued -> sending -> delivered |
--- failed | unknown.
+-- failed | unknown; an operator may put a failed one back to queued (M.retry) or drop it
+-- (M.drop: dropped).
 --
 --   local h = outbox.accept{ channel = , account = , chat_id = , text = , ... }  -- a handle
 --   h.id; h:status(); h:wait(ms); h:edit(text); h:delete()
@@ -18,7 +19,7 @@ local type, tostring, pairs, ipairs, pcall = type, tostring, pairs, ipairs, pcal
 
 local M = {}
 
-local FINAL = { delivered = true, failed = true, unknown = true }
+local FINAL = { delivered = true, failed = true, unknown = true, dropped = true } -- dropped: M.drop
 M.FINAL = FINAL
 
 local channels -- name -> def (set by chat/init.lua through M.bind)
@@ -289,6 +290,43 @@ function M.typing(channel, account, chat_id, group)
   return true
 end
 
+-- ---- operators (the admin page) ----
+
+-- A failed message back to queued, as if just accepted (its retries and error cleared, the parts
+-- already sent kept), and its sender told to take it back into view (sender.lua reads the
+-- rows queued again when this account's "requeue:" counter moves). Returns the row's channel
+-- and account | nil, "not_found: ..." | nil, "not_failed: ...".
+function M.retry(id)
+  local rows, err = chatgw.db.write_query([[UPDATE chat_outbox SET status = 'queued', next_at = 0,
+    retries = 0, error = NULL, updated_at = ? WHERE id = ? AND status = 'failed' RETURNING channel, account]],
+    now(), id)
+  if not rows then return nil, err end
+  local r = rows[1]
+  if not r then
+    local st = M.status(id)
+    if not st then return nil, "not_found: no outbox message " .. tostring(id) end
+    return nil, "not_failed: the message is " .. tostring(st.status)
+  end
+  seq_dict:incr("requeue:outbox:" .. r.channel .. ":" .. r.account, 1, 0)
+  wake_sender(r.channel, r.account)
+  return r
+end
+
+-- A failed message given up by an operator: status `dropped` (final, pruned like the others;
+-- not deleted: SQLite would give its id to the next message, behind the sender's view).
+-- Returns true | nil, "not_found: ..." | nil, "not_failed: ...".
+function M.drop(id)
+  local n, err = chatgw.db.exec("UPDATE chat_outbox SET status = 'dropped', updated_at = ? WHERE id = ? AND status = 'failed'",
+    now(), id)
+  if not n then return nil, err end
+  if n == 0 then
+    local st = M.status(id)
+    if not st then return nil, "not_found: no outbox message " .. tostring(id) end
+    return nil, "not_failed: the message is " .. tostring(st.status)
+  end
+  return true
+end
+
 -- Rows of this account not yet final (for health and metrics).
 function M.depth(channel, account)
   local rows = chatgw.db.query([[SELECT count(*) AS n FROM chat_outbox WHERE channel = ? AND account = ?
@@ -300,7 +338,7 @@ end
 -- message older than that no longer finds its handler) and long button data.
 function M.prune(retention_s)
   local cutoff = now() - retention_s
-  chatgw.db.exec([[DELETE FROM chat_outbox WHERE status IN ('delivered', 'failed', 'unknown')
+  chatgw.db.exec([[DELETE FROM chat_outbox WHERE status IN ('delivered', 'failed', 'unknown', 'dropped')
     AND updated_at < ?]], cutoff)
   chatgw.db.exec("DELETE FROM chat_buttons WHERE created_at < ?", cutoff)
   chatgw.db.exec("DELETE FROM chat_blobs WHERE created_at < ?", cutoff) -- of messages long gone

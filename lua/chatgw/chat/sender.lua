@@ -459,6 +459,34 @@ local function fetch_new(st)
   return true
 end
 
+-- Rows an operator queued again (outbox.retry: failed rows, so older than the view's last id):
+-- read when this account's "requeue:" counter moved, and put back in id order in their chat.
+local REQUEUED_SQL = ([[SELECT %s FROM chat_outbox WHERE channel = ? AND account = ?
+  AND id <= ? AND status = 'queued' ORDER BY id LIMIT 1000]]):format(COLS)
+
+local function fetch_requeued(st)
+  local n = seq_dict:get("requeue:" .. st.key) or 0
+  if n == st.requeue_seq then return end
+  local rows = chatgw.db.query(REQUEUED_SQL, st.channel, st.account, st.last_id)
+  if not rows then return end
+  st.requeue_seq = n
+  local seen = {}
+  for _, q in pairs(st.queues) do for _, r in ipairs(q) do seen[r.id] = true end end
+  for _, r in ipairs(rows) do
+    if not seen[r.id] then
+      local q = st.queues[r.chat_id]
+      if not q then
+        q = {}
+        st.queues[r.chat_id] = q
+      end
+      local at = #q + 1
+      for i, x in ipairs(q) do if x.id > r.id then at = i break end end
+      table.insert(q, at, r)
+      st.depth = st.depth + 1
+    end
+  end
+end
+
 -- Rows another state was sending: read back whether they are done.
 local function refresh_foreign(st, list)
   local ids = {}
@@ -521,6 +549,7 @@ end
 
 -- One pass: returns how long to wait (ms) before the next unless woken.
 local function pass(st)
+  fetch_requeued(st)
   local ok, err = fetch_new(st)
   if not ok then
     if tostring(err):find("^cancelled") then return nil, err end
@@ -589,6 +618,7 @@ function M.run(def, account)
                queues = {}, depth = 0, last_id = 0, seq = -1, fetched_at = 0,
                br = chatgw.breaker{ name = ("chatgw.outbox.%s.%s"):format(def.name, account), failures = 5,
                                     open_ms = 5000, max_open_ms = M.BACKOFF_CAP_S * 1000 } }
+  st.requeue_seq = seq_dict:get("requeue:" .. st.key) or 0 -- what is queued now, fetch_new reads
   st.gov:restore()
   while true do
     local wait_ms, err = pass(st)

@@ -31,8 +31,12 @@ local CHANNEL = { telegram_bot = "telegram", feishu_app = "feishu" }
 
 local auditlog = require "chatgw.audit"
 
--- An audit entry of a registry action (never a credential: ids, types, names, what changed).
-local function audit(kind, fields) pcall(auditlog.record, kind, fields) end
+-- An audit entry of a registry action (never a credential: ids, types, names, what changed),
+-- and the admin page told at once.
+local function audit(kind, fields)
+  pcall(auditlog.record, kind, fields)
+  require("chatgw.admin.live").changed(kind)
+end
 
 local function fail(status, code, field, extra)
   local b = { ok = false, error = code, field = field }
@@ -260,6 +264,15 @@ local function list(req)
     end
   end
   return { ok = true, gateways = #out > 0 and out or json.empty_array, next_cursor = next_cursor or NULL }
+end
+
+-- Every gateway as GET /v1/gateways shows it, in id order (the admin page's live view).
+function M.snapshot()
+  local all = {}
+  for _, g in ipairs(store.all()) do all[#all + 1] = view(g) end
+  for _, g in ipairs(read_only()) do all[#all + 1] = g end
+  table.sort(all, function(a, b) return a.id < b.id end)
+  return all
 end
 
 local function update(req)

@@ -289,6 +289,7 @@ static int reap(void) {
     pid_t p = waitpid(-1, &st, WNOHANG);
     if (p < 0 && errno == EINTR) continue;
     if (p <= 0) break;
+    if (p == M.worker) rc = worker_died(st); /* it died after the waitpid above */
   }
   return rc;
 }

@@ -1,21 +1,29 @@
-/* main.c - the command line: chatgw run|check|test DIR [--config FILE] | version | --help */
+/* main.c - the command line: chatgw run|check|test DIR [--config FILE] [--no-master] | version |
+ * --help */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "master.h"
 #include "rt.h"
 
 #define DEFAULT_CONFIG "./config/chatgw.yml"
 
-static const char USAGE[] = "usage: chatgw run DIR [--config FILE] | chatgw check DIR [--config "
-                            "FILE] | chatgw test DIR [SPEC...] [--config FILE] | chatgw version | "
-                            "chatgw --help\n";
+static const char USAGE[] =
+    "usage: chatgw run DIR [--config FILE] [--no-master] | chatgw check DIR "
+    "[--config "
+    "FILE] | chatgw test DIR [SPEC...] [--config FILE] | chatgw version | "
+    "chatgw --help\n";
 
 static const char HELP[] =
     "chatgw - a scriptable chat gateway: Lua handlers on a libuv runtime\n"
     "\n"
     "Commands:\n"
     "  chatgw run DIR [--config FILE]    load config and every DIR/*.lua handler, then serve\n"
-    "                                    (SIGHUP reloads, SIGTERM/SIGINT drain and stop)\n"
+    "                                    (SIGHUP reloads, SIGTERM/SIGINT drain and stop); a\n"
+    "                                    master process holds the listeners and re-forks the\n"
+    "                                    worker that serves when it dies (--no-master, or\n"
+    "                                    CHATGW_NO_MASTER=1: serve in this process, debugging)\n"
     "  chatgw check DIR [--config FILE]  load and validate exactly as run would, start nothing;\n"
     "                                    prints problems as file:line: message, exits 1 if any\n"
     "  chatgw test DIR [SPEC...]         load DIR and run handler specs (*_spec.lua files or\n"
@@ -52,7 +60,7 @@ int main(int argc, char **argv) {
     return usage_error(msg);
   }
   const char *dir = NULL, *config = DEFAULT_CONFIG;
-  int explicit_config = 0;
+  int explicit_config = 0, no_master = 0;
   const char *specs[256];
   int nspecs = 0;
   for (int i = 2; i < argc; i++) {
@@ -63,6 +71,8 @@ int main(int argc, char **argv) {
     } else if (strncmp(argv[i], "--config=", 9) == 0) {
       config = argv[i] + 9;
       explicit_config = 1;
+    } else if (strcmp(argv[i], "--no-master") == 0 && !check && !test) {
+      no_master = 1;
     } else if (argv[i][0] == '-') {
       char msg[300];
       snprintf(msg, sizeof msg, "unknown flag '%.200s'", argv[i]);
@@ -78,5 +88,8 @@ int main(int argc, char **argv) {
   if (!dir) return usage_error("missing handlers DIR");
   rt_options_t o = {dir,   config, explicit_config, check ? RT_CHECK : test ? RT_TEST : RT_RUN,
                     specs, nspecs};
-  return rt_run(&o);
+  const char *nm = getenv("CHATGW_NO_MASTER");
+  if (nm && *nm && strcmp(nm, "0") != 0) no_master = 1;
+  if (check || test || no_master) return rt_run(&o);
+  return master_run(&o);
 }

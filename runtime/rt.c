@@ -27,6 +27,7 @@
 #include "token.h"
 #include "vm.h"
 #include "watchdog.h"
+#include "worker.h"
 #include "ws.h"
 
 typedef struct {
@@ -242,7 +243,17 @@ static int listen_all(const settings_t *s, char *err, size_t errlen) {
   }
   for (int i = 0; i < s->nlisteners; i++) {
     const settings_listener_t *l = &s->listeners[i];
-    if (http_server_listen(g_rt.http, l->name, l->host, l->port, err, errlen) != 0) return -1;
+    int fd = worker_take_listen_fd(l->name); /* the master's socket: bound since the first worker */
+    if (fd >= 0) {
+      if (http_server_listen_fd(g_rt.http, l->name, fd, err, errlen) != 0) return -1;
+      int bound = http_server_port(g_rt.http, l->name);
+      if (l->port != 0 && bound != l->port)
+        log_warnf("listener %s: the config says port %d, the master holds %d: a changed listener "
+                  "address takes a restart of chatgw",
+                  l->name, l->port, bound);
+    } else if (http_server_listen(g_rt.http, l->name, l->host, l->port, err, errlen) != 0) {
+      return -1;
+    }
     if (l->tls_cert[0] &&
         http_server_set_tls(g_rt.http, l->name, l->tls_cert, l->tls_key, err, errlen) != 0)
       return -1;
@@ -254,7 +265,23 @@ static int listen_all(const settings_t *s, char *err, size_t errlen) {
                        {"tls", l->tls_cert[0] ? "true" : "false", 1}};
     log_write(LOG_INFO, "listening", f, 4);
   }
+  worker_close_untaken();
   return 0;
+}
+
+/* Under the master: hand it our listening sockets (it keeps them for the next worker) and say
+ * we serve. Before the `ready` line, so that a signal sent on seeing it finds the master knowing.
+ */
+static void tell_master_ready(void) {
+  const char *names[SETTINGS_MAX_LISTENERS];
+  int fds[SETTINGS_MAX_LISTENERS], n = 0;
+  for (int i = 0; i < g_rt.settings.nlisteners && n < SETTINGS_MAX_LISTENERS; i++) {
+    int fd = http_server_listener_fd(g_rt.http, g_rt.settings.listeners[i].name);
+    if (fd < 0) continue;
+    names[n] = g_rt.settings.listeners[i].name;
+    fds[n++] = fd;
+  }
+  worker_send_ready(names, fds, n);
 }
 
 static void boot_fail(vm_t *vm, const char *err) {
@@ -298,6 +325,7 @@ static void boot_started(vm_t *vm, const char *error) {
     vm_spawn(vm, CO_START, 1, tests_done, NULL);
     return;
   }
+  tell_master_ready();
   log_field_t f[] = {{"version", CHATGW_VERSION, 0},
                      {"handlers", g_rt.handlers_dir, 0},
                      {"lua_dir", g_rt.lua_dir, 0}};
@@ -590,6 +618,28 @@ static void resolve_lua_dir(char *out, size_t outlen) {
   snprintf(out, outlen, "%s", CHATGW_LUA_DIR_DEFAULT);
 }
 
+/* /health?verbose=1's `process`: this worker and what the master told it. */
+static void host_process_info(lib_process_info_t *p) {
+  const worker_link_t *w = worker_link();
+  memset(p, 0, sizeof *p);
+  if (!w->active) return;
+  lock_set_owner_pid(w->master_pid); /* lock files name the master, the pid to signal */
+  p->master_pid = w->master_pid;
+  p->worker_restarts = w->restarts;
+  const worker_exit_t *e = &w->last_exit;
+  if (!e->valid) return;
+  p->last_valid = 1;
+  p->last_pid = e->pid;
+  p->last_code = e->code;
+  if (e->signal) {
+    char buf[16];
+    snprintf(p->last_signal, sizeof p->last_signal, "%s", worker_signal_name(e->signal, buf));
+  }
+  snprintf(p->last_cause, sizeof p->last_cause, "%s", e->cause);
+  p->last_at = e->at;
+  p->last_ran_s = e->ran_s;
+}
+
 int rt_run(const rt_options_t *o) {
   const char *handlers_dir = o->handlers_dir, *config_path = o->config_path;
   int config_explicit = o->config_explicit, check_only = o->mode == RT_CHECK;
@@ -621,6 +671,7 @@ int rt_run(const rt_options_t *o) {
   g_rt.host.data_dir = g_rt.settings.data_dir;
   g_rt.host.started_wall = clock_wall_s();
   g_rt.host.started_ms = uv_now(g_rt.loop);
+  host_process_info(&g_rt.host.process);
   g_rt.vm_opts = (vm_options_t){g_rt.lua_dir, lib_open_state, &g_rt.host};
 
   metrics_init();

@@ -139,6 +139,7 @@ function verbose_health(status, checks)
     lua_states = info.lua_states,
     connections = info.connections,
     inflight = info.inflight,
+    process = info.process,
     handlers = handlers,
     reloads = info.reloads,
     tls = info.tls,

@@ -100,9 +100,20 @@ static struct {
 static char g_readbuf[EXEC_READ_CHUNK];
 
 /* The process group of every running child, for exec_kill_all_signal_safe(): a fixed array a
- * signal handler can walk (no list, no allocation). 0 is a free slot. */
-#define EXEC_PGID_SLOTS 4096
-static volatile sig_atomic_t g_pgids[EXEC_PGID_SLOTS];
+ * signal handler can walk (no list, no allocation). 0 is a free slot. Under the master it is
+ * the master's shared mapping (exec_set_pgid_table), so the master can kill the groups of a
+ * worker that died without running any code (kill -9). */
+static volatile sig_atomic_t g_pgids_own[EXEC_PGID_SLOTS];
+static volatile sig_atomic_t *g_pgids = g_pgids_own;
+
+void exec_set_pgid_table(volatile sig_atomic_t *slots) {
+  g_pgids = slots ? slots : g_pgids_own;
+}
+
+void exec_clear_pgid_table(void) {
+  for (size_t i = 0; i < EXEC_PGID_SLOTS; i++)
+    g_pgids[i] = 0;
+}
 
 static void pgid_add(int pid) {
   for (size_t i = 0; i < EXEC_PGID_SLOTS; i++) {

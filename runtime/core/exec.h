@@ -15,6 +15,7 @@
 #ifndef CHATGW_EXEC_H
 #define CHATGW_EXEC_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -99,6 +100,15 @@ void exec_kill_all_now(void);
 /* The same from a signal handler, even while the loop is stuck: only kill(2) over a fixed
  * array of the running children's process groups (async-signal-safe). */
 void exec_kill_all_signal_safe(void);
+
+/* The pgid table exec_kill_all_signal_safe walks: EXEC_PGID_SLOTS entries, 0 = free. By
+ * default a static array; the master (runtime/master.c) points it at a MAP_SHARED mapping
+ * before it forks a worker, so that after the worker's death it kills the groups the worker
+ * left (exec_kill_all_signal_safe in the master) and clears the table for the next one.
+ * NULL: back to the static array. */
+#define EXEC_PGID_SLOTS 4096
+void exec_set_pgid_table(volatile sig_atomic_t *slots);
+void exec_clear_pgid_table(void);
 
 typedef struct {
   size_t inflight, queued, jobs;

@@ -17,6 +17,11 @@ typedef struct held {
 } held_t;
 
 static held_t *g_held, **g_tail = &g_held;
+static long g_owner_pid; /* written into lock files; 0: getpid() */
+
+void lock_set_owner_pid(long pid) {
+  g_owner_pid = pid;
+}
 
 int lock_name_valid(const char *name) {
   size_t n = 0;
@@ -76,7 +81,7 @@ int lock_acquire(const char *data_dir, const char *name, long *holder_pid, char 
     return -1;
   }
   char pid[32];
-  int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+  int n = snprintf(pid, sizeof pid, "%ld\n", g_owner_pid > 0 ? g_owner_pid : (long)getpid());
   if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
     /* The lock is ours all the same; only the holder's pid is not recorded. */
   }

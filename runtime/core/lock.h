@@ -4,7 +4,7 @@
  * inherit it) and never unlinked (unlinking would let two processes lock two different files
  * of the same name). The descriptor is held in C for the life of the process, so reloads keep
  * it; it is released when the process exits (however it exits). The holder writes its pid
- * into the file, which a refused process reports. */
+ * (the master's under the master) into the file, which a refused process reports. */
 #ifndef CHATGW_LOCK_H
 #define CHATGW_LOCK_H
 
@@ -24,6 +24,10 @@ int lock_is_held(const char *name);
 
 /* Names held by this process, in acquisition order; returns how many (at most max). */
 size_t lock_list(const char **names, size_t max);
+
+/* The pid written into lock files from now on (0: this process's). Under the master the
+ * worker writes the master's pid: the one to signal, and the one systemd names MainPID. */
+void lock_set_owner_pid(long pid);
 
 /* Closes every lock descriptor (process exit). */
 void lock_release_all(void);

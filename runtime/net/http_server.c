@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "http_internal.h"
 #include "log.h"
@@ -141,6 +142,22 @@ static void on_listener_closed(uv_handle_t *h) {
   http__server_maybe_done(s);
 }
 
+/* A listening handle is up: its bound port, then append it (keeps configuration order). */
+static void listener_link(http_server_t *s, listener_t *l, int port) {
+  struct sockaddr_storage bound;
+  int bl = sizeof bound;
+  l->port = port;
+  if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &bl) == 0)
+    l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
+  l->open = 1;
+  l->linked = 1;
+  listener_t **pp = &s->listeners;
+  while (*pp)
+    pp = &(*pp)->next;
+  *pp = l;
+}
+
 int http_server_listen(http_server_t *s, const char *name, const char *host, int port, char *err,
                        size_t errlen) {
   char hostbuf[256];
@@ -197,20 +214,49 @@ int http_server_listen(http_server_t *s, const char *name, const char *host, int
     uv_close((uv_handle_t *)&l->tcp, on_listener_closed); /* frees l (not linked) */
     return -1;
   }
-  struct sockaddr_storage bound;
-  int bl = sizeof bound;
-  l->port = port;
-  if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &bl) == 0)
-    l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                : ((struct sockaddr_in *)&bound)->sin_port);
-  l->open = 1;
-  l->linked = 1;
-  /* append: keeps listeners in configuration order */
-  listener_t **pp = &s->listeners;
-  while (*pp)
-    pp = &(*pp)->next;
-  *pp = l;
+  listener_link(s, l, port);
   return 0;
+}
+
+int http_server_listen_fd(http_server_t *s, const char *name, int fd, char *err, size_t errlen) {
+  if (!name || !*name) name = "main";
+  if (s->closing || s->stopping || find_listener(s, name)) {
+    snprintf(err, errlen, "listen %s fd %d: %s", name, fd,
+             find_listener(s, name) ? "a listener with this name exists" : "server is stopping");
+    close(fd);
+    return -1;
+  }
+  listener_t *l = calloc(1, sizeof *l);
+  char *lname = strdup(name);
+  if (!l || !lname) {
+    free(l);
+    free(lname);
+    close(fd);
+    snprintf(err, errlen, "listen %s fd %d: out of memory", name, fd);
+    return -1;
+  }
+  l->srv = s;
+  l->name = lname;
+  uv_tcp_init(s->loop, &l->tcp);
+  l->tcp.data = l;
+  s->handles++;
+  int r = uv_tcp_open(&l->tcp, (uv_os_sock_t)fd);
+  if (r != 0) close(fd); /* else the handle owns it */
+  if (r == 0) r = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
+  if (r != 0) {
+    snprintf(err, errlen, "listen %s fd %d: %s", name, fd, uv_strerror(r));
+    uv_close((uv_handle_t *)&l->tcp, on_listener_closed); /* frees l (not linked) */
+    return -1;
+  }
+  listener_link(s, l, 0);
+  return 0;
+}
+
+int http_server_listener_fd(http_server_t *s, const char *name) {
+  listener_t *l = name ? find_listener(s, name) : NULL;
+  uv_os_fd_t fd;
+  if (!l || uv_fileno((uv_handle_t *)&l->tcp, &fd) != 0) return -1;
+  return (int)fd;
 }
 
 int http_server_port(http_server_t *s, const char *name) {

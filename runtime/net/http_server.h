@@ -71,6 +71,11 @@ void http_server_set_limits(http_server_t *s, const http_limits_t *limits); /* o
  * message in err ("listen main 127.0.0.1:8787: address already in use"). */
 int http_server_listen(http_server_t *s, const char *name, const char *host, int port, char *err,
                        size_t errlen);
+/* Listen on an already bound socket (one the master passed down: runtime/master.c). The
+ * server owns fd from then on, on success and on failure. 0, or -1 with err. */
+int http_server_listen_fd(http_server_t *s, const char *name, int fd, char *err, size_t errlen);
+/* The listening descriptor of a listener (still the server's), -1 if no such listener. */
+int http_server_listener_fd(http_server_t *s, const char *name);
 int http_server_port(http_server_t *s, const char *name); /* bound port, -1 if no such listener */
 
 /* TLS on a listener (after http_server_listen): loads cert and key (PEM paths) for its new

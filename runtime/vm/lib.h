@@ -25,6 +25,20 @@ typedef struct {
   char last_error[4096]; /* problems of the last failed reload, "file:line: message" lines */
 } lib_reload_stats_t;
 
+/* The process model (docs/operations.md, "Process model"): filled by rt.c from what the master
+ * passed down; all 0 without a master. */
+typedef struct {
+  long master_pid; /* 0: no master (--no-master, CHATGW_NO_MASTER=1) */
+  uint64_t worker_restarts;
+  int last_valid; /* a worker died before this one */
+  long last_pid;
+  int last_code;        /* when last_signal is "" */
+  char last_signal[16]; /* "SIGKILL", or "" */
+  char last_cause[16];  /* "watchdog" (exit 70), "signal", "exit" */
+  double last_at;
+  double last_ran_s;
+} lib_process_info_t;
+
 typedef struct {
   uv_loop_t *loop;
   http_server_t *http;  /* NULL until the listeners are up */
@@ -38,6 +52,7 @@ typedef struct {
   lib_reload_stats_t reloads;
   store_t *store; /* the embedded store, NULL until boot opens it (never in `chatgw check`) */
   int stopping;   /* SIGTERM/SIGINT seen: draining (GET /healthz answers 503) */
+  lib_process_info_t process;
 } lib_host_t;
 
 /* vm_options_t.open for the runtime's states: the chatgw table with every binding below, then

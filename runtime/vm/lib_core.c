@@ -353,6 +353,27 @@ static int l_runtime_info(lua_State *L) {
   lib_set_num(L, "lua_states", (double)vm_live_count());
   lib_set_num(L, "connections", host->http ? (double)http_server_connection_count(host->http) : 0);
   lib_set_num(L, "inflight", host->http ? (double)http_server_inflight(host->http) : 0);
+  const lib_process_info_t *pi = &host->process;
+  lua_newtable(L);
+  if (pi->master_pid) lib_set_num(L, "master_pid", (double)pi->master_pid);
+  lib_set_num(L, "worker_pid", (double)getpid());
+  lib_set_num(L, "worker_restarts", (double)pi->worker_restarts);
+  if (pi->last_valid) {
+    lua_newtable(L);
+    if (pi->last_signal[0]) {
+      lua_pushstring(L, pi->last_signal);
+      lua_setfield(L, -2, "signal");
+    } else {
+      lib_set_num(L, "code", (double)pi->last_code);
+    }
+    lua_pushstring(L, pi->last_cause);
+    lua_setfield(L, -2, "cause");
+    lib_set_num(L, "at", pi->last_at);
+    lib_set_num(L, "pid", (double)pi->last_pid);
+    lib_set_num(L, "ran_s", pi->last_ran_s);
+    lua_setfield(L, -2, "last_worker_exit");
+  }
+  lua_setfield(L, -2, "process");
   lua_newtable(L);
   lib_set_num(L, "count", (double)r->count);
   lib_set_num(L, "ok", (double)r->ok);

@@ -234,12 +234,19 @@ static void on_http_request(http_request_t *req, void *ud) {
   request_dispatch(g_rt.vm, req);
 }
 
+/* Headers of a request with a body: route and auth now, before the body is read. */
+static void on_http_headers(http_request_t *req, void *ud) {
+  (void)ud;
+  if (g_rt.vm) request_precheck(g_rt.vm, req);
+}
+
 static int listen_all(const settings_t *s, char *err, size_t errlen) {
   g_rt.http = http_server_new(g_rt.loop, &s->http, on_http_request, NULL);
   if (!g_rt.http) {
     snprintf(err, errlen, "cannot create the HTTP server");
     return -1;
   }
+  http_server_set_headers_cb(g_rt.http, on_http_headers);
   for (int i = 0; i < s->nlisteners; i++) {
     const settings_listener_t *l = &s->listeners[i];
     if (http_server_listen(g_rt.http, l->name, l->host, l->port, err, errlen) != 0) return -1;

@@ -109,6 +109,9 @@ static void read_http(reader_t *r, int t, http_limits_t *h) {
   h->body_timeout_ms = (uint64_t)num(r, t, "http", "body_timeout_ms");
   h->idle_timeout_ms = (uint64_t)num(r, t, "http", "idle_timeout_ms");
   h->max_connections = (size_t)num(r, t, "http", "max_connections");
+  h->max_per_ip = (size_t)num(r, t, "http", "max_per_ip");
+  h->max_unsent_bytes = (size_t)num(r, t, "http", "max_unsent_bytes");
+  h->max_buffered_body_bytes = (size_t)num(r, t, "http", "max_buffered_body_bytes");
 }
 
 static void read_ws(reader_t *r, int cfg, ws_settings_t *w) {

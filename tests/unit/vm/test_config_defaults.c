@@ -62,6 +62,9 @@ int main(void) {
   SAME("cfg", "http.body_timeout_ms", h.body_timeout_ms);
   SAME("cfg", "http.idle_timeout_ms", h.idle_timeout_ms);
   SAME("cfg", "http.max_connections", h.max_connections);
+  SAME("cfg", "http.max_per_ip", h.max_per_ip);
+  SAME("cfg", "http.max_unsent_bytes", h.max_unsent_bytes);
+  SAME("cfg", "http.max_buffered_body_bytes", h.max_buffered_body_bytes);
 
   ws_settings_t w;
   ws_settings_default(&w);

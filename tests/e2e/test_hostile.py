@@ -1,0 +1,224 @@
+"""Hostile clients (issue 18): each repro bounded in time and bytes, asserting that the server's
+RSS grows by less than RSS_BOUND while the attack runs and that another client is served
+meanwhile. Numbers seen are printed (RSS before/after) so a run shows them."""
+import http.client
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+from harness import SLOW, TOKEN, GatewayTest
+
+RSS_BOUND = 64 * 1024 * 1024
+
+HANDLERS = {"h.lua": """\
+    return {
+      routes = {
+        ["POST /hook"] = { function(req) chatgw.sleep(3000) return { n = #req.body } end, public = true },
+        ["POST /echo"] = { function(req) return { n = #req.body } end, public = true },
+        ["POST /private"] = function(req) return { n = #req.body } end,
+        ["GET /big"] = { function() return string.rep("x", 65536) end, public = true },
+      },
+    }
+"""}
+
+
+def rss(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def report(name, before, after):
+    sys.stderr.write("\n[rss] %s: %.1f MB -> %.1f MB (+%.1f MB)\n"
+                     % (name, before / 1e6, after / 1e6, (after - before) / 1e6))
+
+
+def read_head(s, timeout=5):
+    """Reads one response head (and what follows in the same reads); returns the bytes."""
+    s.settimeout(timeout * SLOW)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        c = s.recv(65536)
+        if not c:
+            break
+        buf += c
+    return buf
+
+
+class HostileTest(GatewayTest):
+    def start(self, config=""):
+        self.g = self.gw(HANDLERS, config)
+        self.pid = self.g.proc.pid
+        return self.g
+
+    def served(self, src="127.0.0.1"):
+        """Another client (from src) gets /healthz now."""
+        s = socket.create_connection(("127.0.0.1", self.g.port()), timeout=5 * SLOW,
+                                     source_address=(src, 0))
+        try:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            head = read_head(s)
+        finally:
+            s.close()
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head[:200])
+
+    def assert_bounded(self, name, before):
+        after = rss(self.pid)
+        report(name, before, after)
+        self.assertLess(after - before, RSS_BOUND, "%s: RSS grew by %d bytes" % (name, after - before))
+
+    # ---- 1. pipelining non-reader: back-pressure ----
+
+    def pipeline_flood(self, connect, seconds=3.0):
+        s = connect()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(0.2)
+        one = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
+        chunk = one * 256
+        sent = 0
+        end = time.time() + seconds
+        try:
+            while time.time() < end:
+                try:
+                    sent += s.send(chunk)
+                except (socket.timeout, ssl.SSLWantWriteError):
+                    pass  # the server stopped reading: back-pressure
+        finally:
+            pass
+        return s, sent
+
+    def test_pipelining_non_reader_is_paused(self):
+        self.start()
+        before = rss(self.pid)
+        s, sent = self.pipeline_flood(lambda: socket.create_connection(("127.0.0.1", self.g.port())))
+        try:
+            self.served()
+            self.assert_bounded("pipelining non-reader (%d bytes of requests sent)" % sent, before)
+            # Every 64 KiB answer was not sent at once: the server stopped reading the requests.
+            self.assertLess(sent, 64 * 1024 * 1024)
+        finally:
+            s.close()
+        self.served()
+
+    def test_pipelining_non_reader_drains_then_resumes(self):
+        self.start()
+        s = socket.create_connection(("127.0.0.1", self.g.port()))
+        n = 100  # 100 x 64 KiB answers: far over max_unsent_bytes
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * n)
+        time.sleep(0.5 * SLOW)  # not read meanwhile
+        s.settimeout(10 * SLOW)
+        got, buf = 0, b""
+        while got < n:
+            c = s.recv(1 << 20)
+            self.assertTrue(c, "closed after %d responses" % got)
+            buf += c
+            while True:
+                i = buf.find(b"\r\n\r\n")
+                if i < 0:
+                    break
+                head = buf[:i]
+                self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head[:100])
+                if len(buf) < i + 4 + 65536:
+                    break
+                buf = buf[i + 4 + 65536:]
+                got += 1
+        s.close()
+
+    # ---- 2. bodies before auth; growth as data arrives; a global budget ----
+
+    def test_unauthenticated_bodies_are_refused_at_headers(self):
+        self.start()
+        before = rss(self.pid)
+        socks = []
+        head = (b"POST /private HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n"
+                b"Content-Type: application/json\r\n\r\n")
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", self.g.port()))
+            s.sendall(head + b"x" * 1000)
+            socks.append(s)
+        try:
+            for s in socks[:20]:
+                h = read_head(s)
+                self.assertTrue(h.startswith(b"HTTP/1.1 401 "), h[:200])
+            self.served()
+            self.assert_bounded("200 x 1 MiB bodies without a token", before)
+        finally:
+            for s in socks:
+                s.close()
+
+    def test_100_continue_only_after_auth(self):
+        self.start()
+        s = socket.create_connection(("127.0.0.1", self.g.port()))
+        s.sendall(b"POST /private HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        h = read_head(s)
+        self.assertTrue(h.startswith(b"HTTP/1.1 401 "), h[:200])
+        self.assertIn(b"connection: close", h.lower())
+        s.close()
+        s = socket.create_connection(("127.0.0.1", self.g.port()))
+        s.sendall(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        self.assertTrue(read_head(s).startswith(b"HTTP/1.1 404 "))
+        s.close()
+        s = socket.create_connection(("127.0.0.1", self.g.port()))
+        s.sendall(b"POST /private HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                  b"Authorization: Bearer " + TOKEN.encode() + b"\r\nExpect: 100-continue\r\n\r\n")
+        h = read_head(s)
+        self.assertTrue(h.startswith(b"HTTP/1.1 100 Continue"), h[:200])
+        s.sendall(b"hello")
+        h = h[h.index(b"\r\n\r\n") + 4:] or read_head(s)
+        if not h:
+            h = read_head(s)
+        self.assertTrue(h.startswith(b"HTTP/1.1 200 "), h[:200])
+        s.close()
+        # Without Expect the body is read and dropped: the connection serves the next request.
+        s = socket.create_connection(("127.0.0.1", self.g.port()))
+        s.sendall(b"POST /private HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                  b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        h = read_head(s)
+        self.assertTrue(h.startswith(b"HTTP/1.1 401 "), h[:200])
+        rest = h[h.index(b"\r\n\r\n") + 4:]
+        while b"HTTP/1.1 200 " not in rest:
+            c = s.recv(65536)
+            self.assertTrue(c, rest)
+            rest += c
+        s.close()
+
+    def test_body_budget_503(self):
+        self.start("http:\n  max_buffered_body_bytes: 4194304\n")
+        before = rss(self.pid)
+        socks, statuses = [], []
+        head = b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n"
+        for _ in range(12):
+            s = socket.create_connection(("127.0.0.1", self.g.port()))
+            s.sendall(head + b"x" * 700000)  # 1 MiB of buffer each once grown
+            socks.append(s)
+        try:
+            time.sleep(0.5 * SLOW)
+            for s in socks:
+                s.settimeout(0.3 * SLOW)
+                try:
+                    h = s.recv(65536)
+                except socket.timeout:
+                    h = b""
+                statuses.append(h[:12])
+                if h.startswith(b"HTTP/1.1 503 "):
+                    self.assertIn(b"retry-after: 1", h.lower())
+            self.assertIn(b"HTTP/1.1 503", statuses)
+            self.assertGreaterEqual(statuses.count(b""), 3, statuses)  # those within the budget wait
+            self.served()
+            self.assert_bounded("12 x 1 MiB public bodies, 4 MiB budget", before)
+        finally:
+            for s in socks:
+                s.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

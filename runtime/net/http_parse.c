@@ -133,11 +133,13 @@ static int gap_add(req_t *r, const char *p, const char *end) {
 }
 
 /* Before a header callback's bytes at `at`: the gap since the last one. 0, or -1 (400 set). */
-static int gap_check(conn_t *c, req_t *r, const char *at) {
+static int gap_check(conn_t *c, req_t *r, const char *at, int cont) {
   int bad = 0;
   if (r->scan) {
     const char *from = r->scan >= c->exec_start && r->scan <= at ? r->scan : at;
-    bad = gap_add(r, from, at) != 0 || r->gap_fold || r->gap_nl == 2;
+    /* cont: a value continued by a second callback; after a line end that is obs-fold (the
+     * parser hands the continuation over with its leading SP/HT) */
+    bad = gap_add(r, from, at) != 0 || r->gap_fold || r->gap_nl == 2 || (cont && r->gap_nl);
   }
   r->gap_nl = r->gap_fold = 0;
   return bad ? fail_in_cb(c, 400) : 0;
@@ -206,7 +208,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
   req_t *r = c->cur;
   if (!r) return fail_in_cb(c, 400);
   if (r->headers_done) return 0; /* chunked trailers are dropped */
-  if (gap_check(c, r, at)) return -1;
+  if (gap_check(c, r, at, 0)) return -1;
   r->scan = at + len;
   for (size_t i = 0; i < len; i++)
     if (!is_tchar((unsigned char)at[i])) return fail_in_cb(c, 400); /* "Name :", "Na me:" */
@@ -245,7 +247,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
   if (!r) return fail_in_cb(c, 400);
   if (r->headers_done) return 0;
   if (r->nh == 0) return fail_in_cb(c, 400);
-  if (gap_check(c, r, at)) return -1; /* obs-fold: a value continued on the next line */
+  if (gap_check(c, r, at, r->last == CB_VALUE)) return -1; /* obs-fold */
   r->scan = at + len;
   hdr_ref_t *h = &r->hrefs[r->nh - 1];
   if (r->last != CB_VALUE) {

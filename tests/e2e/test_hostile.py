@@ -1,8 +1,8 @@
 """Hostile clients (issue 18): each repro bounded in time and bytes, asserting that the server's
 RSS grows by less than RSS_BOUND while the attack runs and that another client is served
 meanwhile. Numbers seen are printed (RSS before/after) so a run shows them."""
-import http.client
 import os
+import resource
 import socket
 import ssl
 import subprocess
@@ -218,6 +218,106 @@ class HostileTest(GatewayTest):
         finally:
             for s in socks:
                 s.close()
+
+    # ---- 3. idle lockout ----
+
+    def test_first_byte_due_within_header_timeout(self):
+        self.start("http:\n  header_timeout_ms: 300\n  idle_timeout_ms: 60000\n")
+        s = socket.create_connection(("127.0.0.1", self.g.port()))
+        s.settimeout(5 * SLOW)
+        t0 = time.time()
+        self.assertEqual(s.recv(100), b"")  # closed, with nothing sent
+        self.assertLess(time.time() - t0, 3 * SLOW)
+        s.close()
+
+    def test_silent_connections_from_one_address(self):
+        self.start()
+        before = rss(self.pid)
+        socks = [socket.create_connection(("127.0.0.1", self.g.port())) for _ in range(300)]
+        try:
+            over = socks[-1]
+            h = read_head(over)
+            self.assertTrue(h.startswith(b"HTTP/1.1 503 "), h[:200])
+            self.assertIn(b"retry-after: 1", h.lower())
+            self.served("127.0.0.2")  # another address is not locked out
+            self.assert_bounded("300 silent connections from one address", before)
+        finally:
+            for s in socks:
+                s.close()
+        time.sleep(0.3 * SLOW)
+        self.served()  # the closed ones no longer count
+
+    def test_fd_limit_warning(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(512, hard), hard))
+        try:
+            g = self.gw(HANDLERS, "http:\n  max_connections: 1000000\nws:\n  max_connections: 1000000\n")
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        g.wait_log(lambda r: "open file limit" in r.get("msg", "") and r.get("level") == "warn")
+        if hard > 512:
+            g.wait_log(lambda r: r.get("msg", "").startswith("raised the open file limit"))
+
+    # ---- 6. no token in the access log ----
+
+    def test_unparseable_target_400_and_no_token_logged(self):
+        self.start()
+        for target in (b"http:///ws?token=SECRET1", b"http://[::1/x?token=SECRET1"):
+            s = socket.create_connection(("127.0.0.1", self.g.port()))
+            s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            h = read_head(s)
+            self.assertTrue(h.startswith(b"HTTP/1.1 400 "), (target, h[:200]))
+            s.close()
+        s = socket.create_connection(("127.0.0.1", self.g.port()))
+        s.sendall(b"GET http://x/ws?token=SECRET2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_head(s)
+        s.close()
+        self.g.wait_log(lambda r: r.get("msg") == "request" and r.get("status") == 400)
+        time.sleep(0.2)
+        self.assertNotIn("SECRET", self.g.stderr_text())
+
+    # ---- 7. strict framing ----
+
+    def answer(self, data, pieces=False):
+        s = socket.create_connection(("127.0.0.1", self.g.port()))
+        try:
+            if pieces:  # one byte at a time: the checks hold across reads
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for i in range(len(data)):
+                    s.sendall(data[i:i + 1])
+                    time.sleep(0.001)
+            else:
+                s.sendall(data)
+            return read_head(s)
+        finally:
+            s.close()
+
+    def test_strict_framing(self):
+        self.start()
+        bad = {
+            "chunk not followed by CRLF": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                          b"3\r\nabcXX0\r\n\r\n",
+            "space before the colon": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n"
+                                      b"3\r\nabc\r\n0\r\n\r\n",
+            "obs-fold": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+            "obs-fold of an empty value": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A:\r\n\tb\r\n\r\n",
+            "no Host": b"GET /healthz HTTP/1.1\r\n\r\n",
+            "two Hosts": b"GET /healthz HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            "CR not followed by LF": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\rZX-B: b\r\n\r\n",
+        }
+        for name, data in bad.items():
+            for pieces in (False, True):
+                h = self.answer(data, pieces)
+                self.assertTrue(h.startswith(b"HTTP/1.1 400 "), (name, pieces, h[:200]))
+        good = [b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-A: a b\r\n\r\n"
+                b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+                b"GET /healthz HTTP/1.0\r\n\r\n",
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Empty:\r\nX-B: b\r\n\r\n"]
+        for data in good:
+            for pieces in (False, True):
+                h = self.answer(data, pieces)
+                self.assertTrue(h.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 ")), (data, pieces, h[:200]))
+        self.assertIn(b'"n":5', self.answer(good[0]) + b"")
 
 
 if __name__ == "__main__":

@@ -144,6 +144,7 @@ static void read_ws(reader_t *r, int cfg, ws_settings_t *w) {
   w->pong_timeout_ms = (uint64_t)num(r, t, "pong_timeout_ms", NULL);
   w->handshake_timeout_ms = (uint64_t)num(r, t, "handshake_timeout_ms", NULL);
   w->close_timeout_ms = (uint64_t)num(r, t, "close_timeout_ms", NULL);
+  w->lingering_timeout_ms = (uint64_t)num(r, t, "lingering_timeout_ms", NULL);
   w->max_connections = (size_t)num(r, t, "max_connections", NULL);
   w->max_per_ip = (size_t)num(r, t, "max_per_ip", NULL);
   w->data_max_bytes = (size_t)num(r, t, "data_max_bytes", NULL);

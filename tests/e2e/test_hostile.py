@@ -12,6 +12,7 @@ import time
 import unittest
 
 from harness import SLOW, TOKEN, GatewayTest
+from test_ws import HAVE_NODE_WS, NODE, NODE_PATH, RawWs
 
 RSS_BOUND = 64 * 1024 * 1024
 
@@ -318,6 +319,132 @@ class HostileTest(GatewayTest):
                 h = self.answer(data, pieces)
                 self.assertTrue(h.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 ")), (data, pieces, h[:200]))
         self.assertIn(b'"n":5', self.answer(good[0]) + b"")
+
+    # ---- 4. WebSocket ping flood ----
+
+    def ping_flood(self, ws, seconds):
+        frame = b"\x89\xfd\0\0\0\0" + b"p" * 125  # masked ping, 125 bytes
+        ws.s.settimeout(0.2)
+        n, end = 0, time.time() + seconds
+        try:
+            while time.time() < end:
+                try:
+                    ws.s.sendall(frame * 64)
+                    n += 64
+                except socket.timeout:
+                    pass
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return n
+
+    def test_ping_flood_before_connect_closes(self):
+        self.start()
+        before = rss(self.pid)
+        ws = RawWs(self.g.port(), rcvbuf=4096)
+        sent = self.ping_flood(ws, 1.5)
+        self.served()
+        self.assert_bounded("ping flood before connect (%d pings sent)" % sent, before)
+        ws.s.settimeout(5 * SLOW)
+        ops = []
+        try:
+            while True:
+                op, data = ws.recv()
+                ops.append(op)
+                if op == 8:
+                    self.assertEqual(int.from_bytes(data[:2], "big"), 1008, data)
+                    break
+        except (EOFError, ConnectionResetError, socket.timeout):
+            self.fail("no close frame; got opcodes %r" % ops[:20])
+        self.assertLessEqual(ops.count(10), 5, "pongs before connect")
+        ws.close()
+
+    def test_ping_flood_after_connect_bounded(self):
+        self.start()
+        ws = RawWs(self.g.port(), rcvbuf=4096)
+        hello = ws.connect()
+        self.assertTrue(hello.get("ok"), hello)
+        before = rss(self.pid)
+        sent = self.ping_flood(ws, 1.5)
+        self.served()
+        self.assert_bounded("ping flood after connect (%d pings sent)" % sent, before)
+        ws.close()
+
+    # ---- 5. outgoing text frames are valid UTF-8 ----
+
+    def test_broadcast_invalid_utf8_400(self):
+        self.start()
+        ws = RawWs(self.g.port())
+        ws.connect(role="operator")
+        body = b'{"event":"x","payload":"\xff\xfe"}'
+        s = socket.create_connection(("127.0.0.1", self.g.port()))
+        s.sendall(b"POST /v1/ws/broadcast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+                  + body)
+        h = read_head(s)
+        s.close()
+        self.assertTrue(h.startswith(b"HTTP/1.1 400 "), h[:300])
+        self.assertIn(b"invalid_utf8", h)
+        r = self.g.request("POST", "/v1/ws/broadcast", json_body={"event": "x", "payload": "ok \u00e9"})
+        self.assertEqual(r.json()["sent"], 1, r)
+        op, data = ws.recv()
+        self.assertEqual(op, 1)
+        data.decode("utf-8")  # valid
+        ws.close()
+
+    # ---- 8. lingering close ----
+
+    @unittest.skipUnless(HAVE_NODE_WS, "node ws not installed")
+    def test_1009_reaches_the_client_50_times(self):
+        self.start()
+        script = r"""
+const WebSocket = require('ws');
+const url = process.argv[1], token = process.argv[2];
+const big = 'x'.repeat(2 * 1024 * 1024);
+const codes = [];
+function one(i) {
+  if (i === 50) { console.log(JSON.stringify(codes)); return; }
+  const w = new WebSocket(url);
+  let n = 0;
+  w.on('message', () => {
+    n++;
+    if (n === 1) w.send(JSON.stringify({type: 'req', id: 1, method: 'connect', params: {role: 'node', auth: {token}}}));
+    else if (n === 2) w.send(big);
+  });
+  w.on('error', () => {});
+  w.on('close', (code) => { codes.push(code); one(i + 1); });
+}
+one(0);
+"""
+        before = rss(self.pid)
+        out = subprocess.run([NODE, "-e", script, "ws://127.0.0.1:%d/ws" % self.g.port(), TOKEN],
+                             env=dict(os.environ, NODE_PATH=NODE_PATH), capture_output=True,
+                             text=True, timeout=120 * SLOW)
+        codes = __import__("json").loads(out.stdout.strip().splitlines()[-1])
+        self.assertEqual(len(codes), 50, out.stderr[-2000:])
+        self.assertEqual(codes, [1009] * 50)
+        self.served()
+        self.assert_bounded("50 x 2 MiB WebSocket messages to a 1 MiB limit", before)
+
+    def test_413_reaches_the_client_50_times(self):
+        self.start()
+        body = b"x" * (2 * 1024 * 1024)
+        for i in range(50):
+            s = socket.create_connection(("127.0.0.1", self.g.port()))
+            s.settimeout(10 * SLOW)
+            t = threading.Thread(target=lambda: self._sendall(s, b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                                                              b"Content-Length: %d\r\n\r\n" % len(body) + body))
+            t.start()
+            h = read_head(s)
+            t.join()
+            s.close()
+            self.assertTrue(h.startswith(b"HTTP/1.1 413 "), (i, h[:200]))
+
+    @staticmethod
+    def _sendall(s, data):
+        try:
+            s.sendall(data)
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ int main(void) {
   SAME("cfg", "ws.pong_timeout_ms", w.pong_timeout_ms);
   SAME("cfg", "ws.handshake_timeout_ms", w.handshake_timeout_ms);
   SAME("cfg", "ws.close_timeout_ms", w.close_timeout_ms);
+  SAME("cfg", "ws.lingering_timeout_ms", w.lingering_timeout_ms);
   SAME("cfg", "ws.max_connections", w.max_connections);
   SAME("cfg", "ws.max_per_ip", w.max_per_ip);
   SAME("cfg", "ws.data_max_bytes", w.data_max_bytes);

@@ -7,9 +7,13 @@
  * answered in order. The server itself answers malformed input (400, then close), oversize
  * headers (431), oversize bodies (413, decided from Content-Length before the body is read),
  * and slow clients (408 on header/body timeout, then close); keep-alive connections idle for
- * longer than idle_timeout_ms are closed. Every response carries X-Request-Id (the client's
- * X-Request-Id when it is sane, else a generated one), is written to the access log and
- * counted in metrics (chatgw_http_requests_total{route,status},
+ * longer than idle_timeout_ms are closed. Hostile clients (docs/operations.md): a connection
+ * whose unsent output passes max_unsent_bytes is neither read nor parsed until it drains; the
+ * first byte is due within header_timeout_ms; max_per_ip connections per address (503 beyond);
+ * bodies grow as they arrive under a global max_buffered_body_bytes (503 beyond); strict
+ * framing on top of the non-strict http-parser (400); no query string in logged paths. Every
+ * response carries X-Request-Id (the client's X-Request-Id when it is sane, else a generated one),
+ * is written to the access log and counted in metrics (chatgw_http_requests_total{route,status},
  * chatgw_http_request_duration_seconds{route}, chatgw_http_connections_open). */
 #ifndef CHATGW_HTTP_SERVER_H
 #define CHATGW_HTTP_SERVER_H

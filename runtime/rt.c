@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -235,12 +236,19 @@ static void on_http_request(http_request_t *req, void *ud) {
   request_dispatch(g_rt.vm, req);
 }
 
+/* Headers of a request with a body: route and auth now, before the body is read. */
+static void on_http_headers(http_request_t *req, void *ud) {
+  (void)ud;
+  if (g_rt.vm) request_precheck(g_rt.vm, req);
+}
+
 static int listen_all(const settings_t *s, char *err, size_t errlen) {
   g_rt.http = http_server_new(g_rt.loop, &s->http, on_http_request, NULL);
   if (!g_rt.http) {
     snprintf(err, errlen, "cannot create the HTTP server");
     return -1;
   }
+  http_server_set_headers_cb(g_rt.http, on_http_headers);
   for (int i = 0; i < s->nlisteners; i++) {
     const settings_listener_t *l = &s->listeners[i];
     int fd = worker_take_listen_fd(l->name); /* the master's socket: bound since the first worker */
@@ -300,6 +308,31 @@ static void tests_done(co_t *co, int ok, void *ud) {
   schedule_exit();
 }
 
+/* The descriptors the configured connections need (HTTP + WebSocket, plus a margin for the
+ * listeners, the store, logs, outbound HTTP and exec pipes): the soft RLIMIT_NOFILE is raised
+ * toward it, up to the hard limit (as nginx's worker_rlimit_nofile does, but only as far as
+ * needed), and a WARN says when even the hard limit is below it. */
+static void check_fd_limit(const settings_t *s) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  rlim_t want = (rlim_t)s->http.max_connections + (rlim_t)s->ws.max_connections + 256;
+  if (rl.rlim_cur < want && rl.rlim_cur < rl.rlim_max) {
+    struct rlimit nl = rl;
+    nl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &nl) == 0) {
+      log_infof("raised the open file limit from %llu to %llu (of %llu)",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)nl.rlim_cur,
+                (unsigned long long)rl.rlim_max);
+      rl = nl;
+    }
+  }
+  if (rl.rlim_cur < want)
+    log_warnf("the open file limit (%llu) is below http.max_connections + ws.max_connections + "
+              "256 (%llu): connections past it fail to be accepted; raise LimitNOFILE= or "
+              "ulimit -n, or lower the caps",
+              (unsigned long long)rl.rlim_cur, (unsigned long long)want);
+}
+
 static void boot_started(vm_t *vm, const char *error) {
   char err[1024];
   if (error) {
@@ -307,6 +340,7 @@ static void boot_started(vm_t *vm, const char *error) {
     boot_fail(vm, err);
     return;
   }
+  if (g_rt.mode != RT_TEST) check_fd_limit(&g_rt.settings);
   if (g_rt.mode != RT_TEST && listen_all(&g_rt.settings, err, sizeof err) != 0) {
     boot_fail(vm, err);
     return;

@@ -109,6 +109,9 @@ static void read_http(reader_t *r, int t, http_limits_t *h) {
   h->body_timeout_ms = (uint64_t)num(r, t, "http", "body_timeout_ms");
   h->idle_timeout_ms = (uint64_t)num(r, t, "http", "idle_timeout_ms");
   h->max_connections = (size_t)num(r, t, "http", "max_connections");
+  h->max_per_ip = (size_t)num(r, t, "http", "max_per_ip");
+  h->max_unsent_bytes = (size_t)num(r, t, "http", "max_unsent_bytes");
+  h->max_buffered_body_bytes = (size_t)num(r, t, "http", "max_buffered_body_bytes");
 }
 
 static void read_ws(reader_t *r, int cfg, ws_settings_t *w) {
@@ -141,6 +144,7 @@ static void read_ws(reader_t *r, int cfg, ws_settings_t *w) {
   w->pong_timeout_ms = (uint64_t)num(r, t, "pong_timeout_ms", NULL);
   w->handshake_timeout_ms = (uint64_t)num(r, t, "handshake_timeout_ms", NULL);
   w->close_timeout_ms = (uint64_t)num(r, t, "close_timeout_ms", NULL);
+  w->lingering_timeout_ms = (uint64_t)num(r, t, "lingering_timeout_ms", NULL);
   w->max_connections = (size_t)num(r, t, "max_connections", NULL);
   w->max_per_ip = (size_t)num(r, t, "max_per_ip", NULL);
   w->data_max_bytes = (size_t)num(r, t, "data_max_bytes", NULL);

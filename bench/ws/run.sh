@@ -80,7 +80,7 @@ listeners:
   main: { host: "127.0.0.1", port: $PORT }
 data_dir: "$dir/data"
 log: { level: "warn" }
-http: { max_connections: 100000 }
+http: { max_connections: 100000, max_per_ip: 100000 }
 ws:
   max_connections: 100000
   max_per_ip: 100000

@@ -83,6 +83,13 @@ local function builtin_sections()
       idle_timeout_ms   = int(60000, 1, 3600000,
         "A keep-alive connection with no request in flight is closed after this many ms."),
       max_connections   = int(1024, 1, 1000000, "Concurrent connections over all listeners."),
+      max_per_ip        = int(256, 1, 1000000, "Open connections from one client address over all "
+        .. "listeners; beyond: the new connection gets `503` (Retry-After: 1) and is closed."),
+      max_unsent_bytes  = int(262144, 4096, 1073741824, "A connection's unsent response bytes; beyond: "
+        .. "its pipelined requests are neither parsed nor read until the client has read enough, in bytes."),
+      max_buffered_body_bytes = int(67108864, 1024, 17179869184, "Request bodies held in memory over "
+        .. "all connections (read so far, or with a handler); a body that would pass it gets `503` "
+        .. "(Retry-After: 1), in bytes."),
     } },
     shutdown = { type = "map", fields = { drain_timeout_ms = int(10000, 0, 3600000) } },
     lua = { type = "map", fields = {

@@ -328,8 +328,55 @@ end
 -- A listener's guard runs before its routes, the token and the body's JSON: fn(req) -> nothing
 -- to go on, or status, body[, headers] to answer (the notify listener refuses peers that are
 -- not internal, before anything else).
-local guards = {}
-function M.register_listener_guard(listener, fn) guards[listener] = fn end
+-- early(remote_addr): the part of the guard that needs no body and never waits, run by
+-- M.precheck before a request's body is read (nil: go on, or status, body[, headers]).
+local guards, early_guards = {}, {}
+function M.register_listener_guard(listener, fn, early)
+  guards[listener] = fn
+  early_guards[listener] = early
+end
+
+-- At headers-complete of a request with a body, before the body is read and before any
+-- `100 Continue` (C calls it on the state's main thread, vm/request.c: request_precheck): the
+-- listener's early guard, the route and the token. nil: read the body and dispatch (which
+-- decides again, with the body); else status, body, headers, route label: answered now with
+-- Connection: close. No handler code runs here and nothing waits.
+function M.precheck(method, path, listener, authorization, remote)
+  local eg = early_guards[listener]
+  if eg then
+    local s, b, h = eg(remote)
+    if s then
+      if type(b) == "table" then return s, json.encode(b), h or JSON_HEADERS, nil end
+      return s, b, h, nil
+    end
+  end
+  local router = M.routers[listener]
+  if not router then
+    local s, b, h = json_error(404, "not_found")
+    return s, b, h, nil
+  end
+  local route, _, allow = router:match(method, path)
+  if not route then
+    local s, b, h
+    if allow then
+      s, b, h = json_error(405, "method_not_allowed", { Allow = allow })
+    else
+      s, b, h = json_error(404, "not_found")
+    end
+    return s, b, h, nil
+  end
+  if route.public then return nil end
+  local who = auth.check(authorization)
+  if not who then
+    local s, b, h = json_error(401, "unauthorized", { ["WWW-Authenticate"] = "Bearer" })
+    return s, b, h, route.label
+  end
+  if not auth.allows(who, route.scope) then
+    local s, b, h = json_error(403, "forbidden", nil, { scope = route.scope or "admin" })
+    return s, b, h, route.label
+  end
+  return nil
+end
 
 -- Call hooks (the audit ledger): fn(req, route, who, status) after each call by a known token of
 -- a route that is not public, also one refused for its scope (403). Errors are logged, never

@@ -52,6 +52,10 @@ config.register_section("ws", { type = "map", fields = {
     "Time from the upgrade to a successful `connect`; beyond: close 1008."),
   close_timeout_ms = int(1000, 10, 60000,
     "After a close frame is sent, the socket is closed when the peer answers, or after this."),
+  lingering_timeout_ms = int(5000, 0, 60000, "Once closed (the close frames exchanged, or sent "
+    .. "after an error), the write side is shut down and what the client still sends is read and "
+    .. "dropped for up to this long (or 16 MiB) before the socket closes, so the client gets the "
+    .. "close code rather than a reset; `0`: close at once."),
   max_connections = int(10000, 1, 1000000, "Open WebSocket connections; beyond: the upgrade gets 503. "
     .. "(Upgrade requests also count against `http.max_connections` while they are HTTP.)"),
   max_per_ip = int(1000, 1, 1000000, "Open WebSocket connections per client address; beyond: 503."),

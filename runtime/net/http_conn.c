@@ -27,6 +27,7 @@
 
 #include "http_internal.h"
 #include "log.h"
+#include "siphash.h"
 
 static void conn_process(conn_t *c);
 static void conn_fail(conn_t *c, int status);
@@ -47,6 +48,11 @@ static void on_write(uv_write_t *w, int status) {
     return;
   }
   if (c->writes == 0 && c->state == S_FLUSH) conn_linger(c);
+  if (c->blocked && http__unsent(c) <= c->srv->lim.max_unsent_bytes) {
+    c->blocked = 0; /* drained: parse what is buffered, read again */
+    uv_timer_start(&c->timer, on_timer, 0, 0);
+    conn_read_start(c);
+  }
 }
 
 /* TLS: writes the ciphertext the session has ready (a uv_write of a copy). 0 or -1. */
@@ -174,8 +180,13 @@ void http__conn_arm(conn_t *c) {
   const http_limits_t *l = &c->srv->lim;
   uint64_t ms;
   switch (c->state) {
-  case S_IDLE: /* a TLS handshake is part of the request head: the header timeout */
-    ms = c->tls && !tls_conn_established(c->tls) ? l->header_timeout_ms : l->idle_timeout_ms;
+  case S_IDLE: /* a TLS handshake and a new connection's first byte: the header timeout */
+    if (c->blocked)
+      ms = l->body_timeout_ms; /* a peer that does not read its responses */
+    else if (c->nreq == 0 || (c->tls && !tls_conn_established(c->tls)))
+      ms = l->header_timeout_ms;
+    else
+      ms = l->idle_timeout_ms;
     break;
   case S_HEADERS:
     ms = l->header_timeout_ms;
@@ -213,6 +224,42 @@ static void on_conn_closed(uv_handle_t *h) {
   http__server_maybe_done(s);
 }
 
+/* ---- open connections per address ---- */
+
+static unsigned ip_bucket(const http_server_t *s, const char *ip) {
+  return (unsigned)(siphash13(ip, strlen(ip), s->ip_key) % IP_BUCKETS);
+}
+
+int http__ip_acquire(conn_t *c) {
+  http_server_t *s = c->srv;
+  unsigned b = ip_bucket(s, c->remote);
+  ip_count_t *e = s->ips[b];
+  while (e && strcmp(e->ip, c->remote) != 0)
+    e = e->next;
+  if (e && e->n >= s->lim.max_per_ip) return -1;
+  if (!e) {
+    e = calloc(1, sizeof *e);
+    if (!e) return 0; /* uncounted rather than refused */
+    snprintf(e->ip, sizeof e->ip, "%s", c->remote);
+    e->next = s->ips[b];
+    s->ips[b] = e;
+  }
+  e->n++;
+  c->ip = e;
+  return 0;
+}
+
+static void ip_release(conn_t *c) {
+  ip_count_t *e = c->ip;
+  c->ip = NULL;
+  if (!e || --e->n > 0) return;
+  ip_count_t **pp = &c->srv->ips[ip_bucket(c->srv, e->ip)];
+  while (*pp && *pp != e)
+    pp = &(*pp)->next;
+  if (*pp) *pp = e->next;
+  free(e);
+}
+
 void http__conn_close(conn_t *c) {
   if (c->closing) return;
   http_server_t *s = c->srv;
@@ -225,6 +272,7 @@ void http__conn_close(conn_t *c) {
   c->cur = NULL;
   s->nconns--;
   if (!c->rejected) s->nactive--;
+  ip_release(c);
   if (s->m_open) metrics_inc(s->m_open, NULL, -1);
   uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_closed);
@@ -435,10 +483,38 @@ static void conn_dispatch(conn_t *c) {
  * is used up, or an error ends the connection. */
 static void conn_process(conn_t *c) {
   c->resume = 0;
-  while (!c->closing && c->state <= S_BODY && c->off < c->len) {
+  while (!c->closing && !c->blocked && c->state <= S_BODY && c->off < c->len) {
     size_t n = c->len - c->off;
-    size_t np = http_parser_execute(&c->parser, &http__parser_settings, c->buf + c->off, n);
+    c->exec_start = c->buf + c->off;
+    c->exec_end = c->buf + c->len;
+    if (c->cur) {
+      c->cur->scan = c->cur->scan ? c->exec_start : NULL;
+      if (c->cur->crlf_need && http__check_crlf(c, c->exec_start, c->exec_end) != 0) {
+        if (!c->cur->discard) { /* a chunk's data not followed by CRLF */
+          conn_fail(c, 400);
+          return;
+        }
+        c->pending_status = HTTP_ANSWERED; /* answered already: just stop */
+        n = 0;
+      }
+    }
+    size_t np = n ? http_parser_execute(&c->parser, &http__parser_settings, c->buf + c->off, n) : 0;
     c->off += np;
+    if (c->pending_status == HTTP_ANSWERED) { /* answered early: no more parsing, linger */
+      c->pending_status = 0;
+      http__req_free(c->cur);
+      c->cur = NULL;
+      if (!c->closing && c->state != S_FLUSH) { /* a discarded body too large */
+        c->state = S_FLUSH;
+        if (c->writes)
+          http__conn_arm(c);
+        else
+          conn_linger(c);
+      }
+      return;
+    }
+    if (!c->pending_status && c->cur && !c->cur->headers_done && http__scan_tail(c) != 0)
+      c->pending_status = 400;
     /* What the callbacks recorded: a new state's timer, a 100 Continue owed to the client. */
     if (c->rearm) {
       c->rearm = 0;
@@ -494,10 +570,12 @@ static void conn_fail(conn_t *c, int status) {
                c->lis->name, 0);
   http__req_free(c->cur);
   c->cur = NULL;
-  static const http_header_t ct[] = {{"Content-Type", 12, "application/json", 16}};
+  static const http_header_t ct[] = {{"Content-Type", 12, "application/json", 16},
+                                     {"Retry-After", 11, "1", 1}};
   int keep = 0;
   c->state = S_FLUSH;
-  if (send_response(c, status, ct, 1, body, (size_t)blen, &keep, 0, rid, 0) != 0) {
+  if (send_response(c, status, ct, status == 503 ? 2 : 1, body, (size_t)blen, &keep, 0, rid, 0) !=
+      0) {
     http__conn_close(c);
     return;
   }
@@ -509,6 +587,10 @@ static void on_timer(uv_timer_t *t) {
   if (c->closing) return;
   switch (c->state) {
   case S_IDLE:
+    if (c->blocked) { /* its responses were not read for body_timeout_ms */
+      http__conn_close(c);
+      break;
+    }
     if (!c->resume) {
       if (c->tls && !tls_conn_established(c->tls)) tls_log_failure(c, "handshake timeout");
       http__conn_close(c); /* idle keep-alive connection, or a TLS handshake not done */
@@ -566,6 +648,15 @@ void http_request_respond(http_request_t *pub, int status, const http_header_t *
     if (send_response(c, status, headers, nheaders, body, body_len, &keep, pub->is_head,
                       pub->request_id, r->http10) != 0) {
       http__conn_close(c);
+    } else if (keep && http__unsent(c) > s->lim.max_unsent_bytes) {
+      /* Back-pressure: a client that pipelines and does not read gets nothing parsed and
+       * nothing read until its responses drain (on_write resumes). */
+      c->state = S_IDLE;
+      c->resume = 1;
+      c->blocked = 1;
+      uv_read_stop((uv_stream_t *)&c->tcp);
+      c->reading = 0;
+      http__conn_arm(c);
     } else if (keep) {
       c->state = S_IDLE;
       c->resume = 1; /* parse what is buffered from the next loop iteration on */
@@ -654,11 +745,47 @@ void http__server_free_now(http_server_t *s) {
   free(s);
 }
 
+int http__conn_reject(conn_t *c, int status, const http_header_t *hs, size_t nh, const char *body,
+                      size_t blen, const char *route, int keep) {
+  req_t *r = c->cur;
+  http_server_t *s = c->srv;
+  if (status < 200 || status > 999) status = 500;
+  http__record(s, r->pub.method, route, r->pub.path, status, r->pub.start_ns, r->pub.request_id,
+               c->remote, c->lis->name, 0);
+  keep = keep && !s->stopping && !c->peer_eof;
+  if (send_response(c, status, hs, nh, body ? body : "", body ? blen : 0, &keep, r->pub.is_head,
+                    r->pub.request_id, r->http10) != 0) {
+    http__conn_close(c);
+    c->pending_status = HTTP_ANSWERED;
+    return 0;
+  }
+  if (keep) return 1; /* the body is read and dropped, then the next request */
+  c->state = S_FLUSH;
+  c->pending_status = HTTP_ANSWERED;
+  http__conn_arm(c);
+  return 0;
+}
+
+void http_request_reject(http_request_t *pub, int status, const http_header_t *headers,
+                         size_t nheaders, const char *body, size_t body_len, const char *route) {
+  req_t *r = (req_t *)pub;
+  conn_t *c = r->conn;
+  if (!c || c->closing || c->cur != r || r->early_done != 1) return; /* only in the callback */
+  r->early_done = 2;
+  if (http__conn_reject(c, status, headers, nheaders, body, body_len, route, r->keep_alive))
+    r->discard = 1;
+}
+
 void http__conn_start(conn_t *c, int over) {
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
   c->state = S_IDLE;
   conn_read_start(c);
+  if (!over && http__ip_acquire(c) != 0) { /* over http.max_per_ip: 503 and close, as above */
+    over = 1;
+    c->rejected = 1;
+    c->srv->nactive--;
+  }
   if (over && c->tls) { /* a 503 needs the handshake first (under the header timeout) */
     c->tls_reject = 1;
     http__conn_arm(c);

@@ -32,6 +32,8 @@
 #define BUSY_BUF_EXTRA 65536
 #define RID_MAX 128
 
+#define HTTP_ANSWERED 1 /* pending_status: http_request_reject answered inside a callback */
+
 enum { S_IDLE, S_HEADERS, S_BODY, S_BUSY, S_FLUSH, S_LINGER };
 enum { CB_NONE, CB_URL, CB_FIELD, CB_VALUE };
 
@@ -52,6 +54,14 @@ typedef struct {
 
 typedef struct conn conn_t;
 
+/* Open connections per client address (http.max_per_ip), keyed SipHash buckets. */
+typedef struct ip_count {
+  struct ip_count *next;
+  size_t n;
+  char ip[64];
+} ip_count_t;
+#define IP_BUCKETS 256
+
 typedef struct req {
   http_request_t pub; /* first member: http_request_t * <-> req_t * */
   http_server_t *srv;
@@ -67,6 +77,13 @@ typedef struct req {
   size_t hdr_bytes;
   int last;
   int headers_done;
+  int early_done; /* 1: in the headers callback; 2: it answered the request */
+  int discard;    /* answered early, the connection kept: the body is read and dropped */
+  /* strict framing (http-parser is built non-strict; see http_parse.c) */
+  const char *scan;     /* end of the last header callback's bytes in the current execute */
+  int gap_nl, gap_fold; /* the bytes between two header callbacks: a line end, then SP/HT */
+  int crlf_need;        /* chunked: bytes of the CRLF after a chunk's data still to check */
+  int nhost;
   int keep_alive;
   int http10;
   char rid[RID_MAX + 1];
@@ -89,7 +106,11 @@ struct conn {
   int rearm;          /* a parser callback changed state: re-arm the timer after execute */
   int send_continue;  /* a parser callback saw Expect: 100-continue with a body to come */
   int closing, nclosed, reading, resume, peer_eof, rejected;
-  size_t writes;   /* uv_write requests in flight */
+  int blocked;         /* unsent output over max_unsent_bytes: no parsing, no reading */
+  unsigned nreq;       /* requests begun on this connection (0: the first byte is still due) */
+  struct ip_count *ip; /* this connection's address in the per-address table */
+  const char *exec_start, *exec_end; /* the bytes of the http_parser_execute running now */
+  size_t writes;                     /* uv_write requests in flight */
   tls_conn_t *tls; /* a TLS listener's session (NULL: plaintext; moved out by an upgrade) */
   int tls_reject;  /* over max_connections: answered 503 once the handshake is done */
   uint64_t accepted_ns;
@@ -102,7 +123,11 @@ struct http_server {
   uv_loop_t *loop;
   http_limits_t lim;
   http_request_cb cb;
+  http_headers_cb hcb;
   void *ud;
+  size_t body_bytes; /* capacity of the request bodies held, over every connection */
+  ip_count_t *ips[IP_BUCKETS];
+  uint64_t ip_key[2];
   listener_t *listeners;
   conn_t *conns;
   size_t nconns;  /* open connections (closing ones excluded) */
@@ -132,6 +157,11 @@ void http__req_free(req_t *r);
 void http__gen_request_id(char out[33]);
 /* http_parser's header limit is process-global: only ever raised (see http_parse.c). */
 void http__raise_parser_limit(size_t max_header_bytes);
+/* Strict framing checks on the raw bytes the parser skips (http_parse.c): the bytes between the
+ * last header callback and the end of the current execute; a chunk's CRLF at the start of the
+ * next one. -1: the request is malformed (400). */
+int http__scan_tail(conn_t *c);
+int http__check_crlf(conn_t *c, const char *p, const char *end);
 
 /* ---- http_response.c ---- */
 
@@ -150,6 +180,18 @@ void http__record(http_server_t *s, const char *method, const char *route, const
                   const char *listener, int aborted);
 
 /* ---- http_conn.c ---- */
+
+/* Unsent output of a connection: libuv's write queue (TLS: the ciphertext, written at once). */
+static inline size_t http__unsent(const conn_t *c) {
+  return c->tcp.write_queue_size;
+}
+/* The per-address count of the connection's peer: 0, or -1 when the address is at its cap. */
+int http__ip_acquire(conn_t *c);
+/* Inside the headers callback: a final response now (http_request_reject). keep: the request
+ * may keep the connection; then 1 is returned and the body is to be read and dropped; else 0
+ * (Connection: close sent, c->pending_status is HTTP_ANSWERED, the connection lingers). */
+int http__conn_reject(conn_t *c, int status, const http_header_t *hs, size_t nh, const char *body,
+                      size_t blen, const char *route, int keep);
 
 /* An accepted connection (linked, handles initialised, peer address known): start reading;
  * over: answer 503 and close. */

@@ -62,6 +62,7 @@ void http__raise_parser_limit(size_t max_header_bytes) {
 
 void http__req_free(req_t *r) {
   if (!r) return;
+  r->srv->body_bytes -= r->bcap;
   free(r->data);
   free(r->hrefs);
   free(r->hdrs);
@@ -104,6 +105,69 @@ static int check_hdr_bytes(conn_t *c, req_t *r) {
   return r->hdr_bytes > c->srv->lim.max_header_bytes ? fail_in_cb(c, 431) : 0;
 }
 
+/* ---- strict framing ----
+ * Debian's http-parser is built with HTTP_PARSER_STRICT=0: it takes a space inside a header name
+ * ("Transfer-Encoding : chunked" is chunked), obs-fold (a line starting with SP/HT continues the
+ * previous value), a CR followed by any byte as a line end, and any two bytes after a chunk's
+ * data as its CRLF. Each is a request-smuggling gadget behind a proxy that reads them otherwise,
+ * so the bytes the parser skips are checked here: the "gap" between two header callbacks (within
+ * one execute, and the tail of an execute: r->scan is where the last callback's bytes ended)
+ * must not hold a line end followed by SP/HT, nor a CR not followed by LF; a header name must
+ * be tchars; the two bytes after a chunk's data must be CRLF (checked where on_body sees them,
+ * or at the start of the next execute). */
+static int gap_add(req_t *r, const char *p, const char *end) {
+  for (; p < end; p++) {
+    char ch = *p;
+    if (r->gap_nl == 2) { /* after a CR */
+      if (ch != '\n') return -1;
+      r->gap_nl = 1;
+    } else if (ch == '\r') {
+      r->gap_nl = 2;
+    } else if (ch == '\n') {
+      r->gap_nl = 1;
+    } else if ((ch == ' ' || ch == '\t') && r->gap_nl) {
+      r->gap_fold = 1;
+    }
+  }
+  return 0;
+}
+
+/* Before a header callback's bytes at `at`: the gap since the last one. 0, or -1 (400 set). */
+static int gap_check(conn_t *c, req_t *r, const char *at, int cont) {
+  int bad = 0;
+  if (r->scan) {
+    const char *from = r->scan >= c->exec_start && r->scan <= at ? r->scan : at;
+    /* cont: a value continued by a second callback; after a line end that is obs-fold (the
+     * parser hands the continuation over with its leading SP/HT) */
+    bad = gap_add(r, from, at) != 0 || r->gap_fold || r->gap_nl == 2 || (cont && r->gap_nl);
+  }
+  r->gap_nl = r->gap_fold = 0;
+  return bad ? fail_in_cb(c, 400) : 0;
+}
+
+int http__scan_tail(conn_t *c) {
+  req_t *r = c->cur;
+  if (!r->scan || r->scan < c->exec_start || r->scan > c->exec_end) return 0;
+  int bad = gap_add(r, r->scan, c->exec_end) != 0;
+  r->scan = c->exec_end;
+  return bad ? -1 : 0;
+}
+
+int http__check_crlf(conn_t *c, const char *p, const char *end) {
+  req_t *r = c->cur;
+  while (r->crlf_need && p < end) {
+    if (*p != (r->crlf_need == 2 ? '\r' : '\n')) return -1;
+    p++;
+    r->crlf_need--;
+  }
+  return 0;
+}
+
+static int is_tchar(unsigned char ch) {
+  if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return 1;
+  return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
 static int on_message_begin(http_parser *p) {
   conn_t *c = p->data;
   req_t *r = calloc(1, sizeof *r);
@@ -116,6 +180,7 @@ static int on_message_begin(http_parser *p) {
   r->pub.remote_port = c->remote_port;
   http__req_free(c->cur);
   c->cur = r;
+  c->nreq++;
   c->state = S_HEADERS;
   c->rearm = 1;
   return 0;
@@ -131,6 +196,8 @@ static int on_url(http_parser *p, const char *at, size_t len) {
     r->hdr_bytes += strlen(http_method_str((enum http_method)p->method)) + 1 + 11;
   }
   if (req_add(r, at, len)) return fail_in_cb(c, 503);
+  r->scan = at + len;
+  r->gap_nl = r->gap_fold = 0;
   r->url_len += len;
   r->hdr_bytes += len;
   return check_hdr_bytes(c, r);
@@ -141,6 +208,10 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
   req_t *r = c->cur;
   if (!r) return fail_in_cb(c, 400);
   if (r->headers_done) return 0; /* chunked trailers are dropped */
+  if (gap_check(c, r, at, 0)) return -1;
+  r->scan = at + len;
+  for (size_t i = 0; i < len; i++)
+    if (!is_tchar((unsigned char)at[i])) return fail_in_cb(c, 400); /* "Name :", "Na me:" */
   if (r->last != CB_FIELD) {
     if (r->last == CB_URL || r->last == CB_VALUE) {
       if (req_nul(r)) return fail_in_cb(c, 503);
@@ -176,6 +247,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
   if (!r) return fail_in_cb(c, 400);
   if (r->headers_done) return 0;
   if (r->nh == 0) return fail_in_cb(c, 400);
+  if (gap_check(c, r, at, r->last == CB_VALUE)) return -1; /* obs-fold */
+  r->scan = at + len;
   hdr_ref_t *h = &r->hrefs[r->nh - 1];
   if (r->last != CB_VALUE) {
     if (req_nul(r)) return fail_in_cb(c, 503);
@@ -206,7 +279,8 @@ static int req_finish_headers(req_t *r) {
   if (r->url_len && url[0] != '/' && url[0] != '*') {
     struct http_parser_url u;
     http_parser_url_init(&u);
-    if (http_parser_parse_url(url, r->url_len, 0, &u) == 0) {
+    if (http_parser_parse_url(url, r->url_len, 0, &u) != 0) return 1; /* unparseable: 400 */
+    {
       if (u.field_set & (1 << UF_PATH)) {
         poff = r->url_off + u.field_data[UF_PATH].off;
         plen = u.field_data[UF_PATH].len;
@@ -271,14 +345,16 @@ static int on_headers_complete(http_parser *p) {
   if (r->headers_done) return 0;
   r->hdr_bytes += 2;
   if (check_hdr_bytes(c, r)) return -1;
-  if (req_finish_headers(r)) return fail_in_cb(c, 503);
+  int fin = req_finish_headers(r);
+  if (fin) return fail_in_cb(c, fin > 0 ? 400 : 503);
   r->pub.method = http_method_str((enum http_method)p->method);
   r->pub.is_head = p->method == HTTP_HEAD;
   r->http10 = p->http_major < 1 || (p->http_major == 1 && p->http_minor == 0);
-  int expect_continue = 0;
+  int expect_continue = 0, nhost = 0;
   r->pub.request_id = NULL;
   for (size_t i = 0; i < r->nh; i++) {
     const http_header_t *h = &r->hdrs[i];
+    if (h->name_len == 4 && memcmp(h->name, "host", 4) == 0) nhost++;
     if (!r->pub.request_id && str_eq_ci(h->name, h->name_len, "x-request-id") &&
         valid_request_id(h->value, h->value_len))
       r->pub.request_id = h->value;
@@ -290,14 +366,26 @@ static int on_headers_complete(http_parser *p) {
     http__gen_request_id(r->rid);
     r->pub.request_id = r->rid;
   }
+  if (nhost > 1 || (nhost == 0 && !r->http10)) return fail_in_cb(c, 400); /* RFC 9112 3.2 */
   int chunked = (p->flags & F_CHUNKED) != 0;
   int has_len = !chunked && p->content_length != ULLONG_MAX;
   if (has_len && p->content_length > s->lim.max_body_bytes) return fail_in_cb(c, 413);
   int has_body = chunked || (has_len && p->content_length > 0);
-  if (has_len && p->content_length > 0) {
-    r->bcap = (size_t)p->content_length + 1;
-    r->body = malloc(r->bcap);
-    if (!r->body) return fail_in_cb(c, 503);
+  if (has_body && s->hcb) { /* route and auth before the body (and before 100 Continue) */
+    r->pub.body = "";
+    r->pub.body_len = 0;
+    r->conn = c;
+    r->early_done = 1;
+    /* Kept alive after an early answer only when the client sends the body anyway (no Expect:
+     * it may never come): it is then read and dropped. */
+    r->keep_alive = !expect_continue && http_should_keep_alive(p) && !p->upgrade;
+    s->hcb(&r->pub, s->ud);
+    if (r->early_done == 2 && !r->discard) return -1; /* c->pending_status: HTTP_ANSWERED */
+    if (r->discard) {
+      c->state = S_BODY;
+      c->rearm = 1;
+      return 0;
+    }
   }
   if (has_body && expect_continue && !r->http10) c->send_continue = 1;
   c->state = S_BODY;
@@ -309,19 +397,39 @@ static int on_body(http_parser *p, const char *at, size_t len) {
   conn_t *c = p->data;
   req_t *r = c->cur;
   if (!r) return fail_in_cb(c, 400);
-  if (r->blen + len > c->srv->lim.max_body_bytes) return fail_in_cb(c, 413);
-  if (r->blen + len + 1 > r->bcap) {
-    size_t ncap = r->bcap ? r->bcap : 1024;
+  if (r->discard) { /* answered already: dropped, up to max_body_bytes, then the close */
+    r->blen += len;
+    if (r->blen > c->srv->lim.max_body_bytes) return fail_in_cb(c, HTTP_ANSWERED);
+  } else if (r->blen + len > c->srv->lim.max_body_bytes) {
+    return fail_in_cb(c, 413);
+  }
+  if (r->discard) {
+    if ((p->flags & F_CHUNKED) && p->content_length == 0) {
+      r->crlf_need = 2;
+      if (http__check_crlf(c, at + len, c->exec_end) != 0) return fail_in_cb(c, HTTP_ANSWERED);
+    }
+    return 0;
+  }
+  if (r->blen + len + 1 > r->bcap) { /* grown as the body arrives, never from Content-Length */
+    http_server_t *s = c->srv;
+    size_t ncap = r->bcap ? r->bcap : 4096;
     while (ncap < r->blen + len + 1)
       ncap *= 2;
-    if (ncap > c->srv->lim.max_body_bytes + 1) ncap = c->srv->lim.max_body_bytes + 1;
+    if (ncap > s->lim.max_body_bytes + 1) ncap = s->lim.max_body_bytes + 1;
+    if (s->body_bytes - r->bcap + ncap > s->lim.max_buffered_body_bytes)
+      return fail_in_cb(c, 503); /* every buffered body together: over the budget */
     char *nb = realloc(r->body, ncap);
     if (!nb) return fail_in_cb(c, 503);
+    s->body_bytes += ncap - r->bcap;
     r->body = nb;
     r->bcap = ncap;
   }
   memcpy(r->body + r->blen, at, len);
   r->blen += len;
+  if ((p->flags & F_CHUNKED) && p->content_length == 0) { /* a chunk's data ends: CRLF next */
+    r->crlf_need = 2;
+    if (http__check_crlf(c, at + len, c->exec_end) != 0) return fail_in_cb(c, 400);
+  }
   return 0;
 }
 
@@ -329,6 +437,13 @@ static int on_message_complete(http_parser *p) {
   conn_t *c = p->data;
   req_t *r = c->cur;
   if (!r || !r->headers_done) return fail_in_cb(c, 400);
+  if (r->discard) { /* answered at headers-complete; the next request may follow */
+    http__req_free(r);
+    c->cur = NULL;
+    c->state = S_IDLE;
+    c->rearm = 1;
+    return 0;
+  }
   r->keep_alive = http_should_keep_alive(p) && !p->upgrade && p->method != HTTP_CONNECT;
   r->pub.upgrade = p->upgrade && p->method != HTTP_CONNECT;
   if (r->body) {

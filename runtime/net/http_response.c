@@ -59,6 +59,39 @@ static const char *date_now(http_server_t *s) {
   return s->date;
 }
 
+/* A logged path never carries a token: in a query string (a path has none from the parser, but
+ * whatever reaches this point is checked), the value of every `token`/`access_token` parameter
+ * becomes "REDACTED". Returns path itself when there is nothing to hide. */
+static const char *redact(const char *path, char *buf, size_t cap) {
+  const char *q = strchr(path, '?');
+  if (!q || (!strstr(q, "token=") && !strcasestr(q, "token="))) return path;
+  size_t o = 0;
+  const char *p = path;
+  while (*p && o + 1 < cap) {
+    buf[o++] = *p;
+    if ((*p == '?' || *p == '&' || *p == ';') && p >= q) {
+      const char *k = p + 1, *eq = k;
+      while (*eq && *eq != '=' && *eq != '&' && *eq != '#')
+        eq++;
+      size_t kl = (size_t)(eq - k);
+      if (*eq == '=' && ((kl == 5 && strncasecmp(k, "token", 5) == 0) ||
+                         (kl == 12 && strncasecmp(k, "access_token", 12) == 0))) {
+        for (const char *x = k; x <= eq && o + 1 < cap; x++)
+          buf[o++] = *x;
+        for (const char *r = "REDACTED"; *r && o + 1 < cap; r++)
+          buf[o++] = *r;
+        p = eq + 1;
+        while (*p && *p != '&' && *p != '#' && *p != ';')
+          p++;
+        continue;
+      }
+    }
+    p++;
+  }
+  buf[o] = 0;
+  return buf;
+}
+
 void http__record(http_server_t *s, const char *method, const char *route, const char *path,
                   int status, uint64_t start_ns, const char *rid, const char *remote,
                   const char *listener, int aborted) {
@@ -68,8 +101,9 @@ void http__record(http_server_t *s, const char *method, const char *route, const
   snprintf(st, sizeof st, "%d", status);
   const char *r = route && *route ? route : "-";
   if (log_enabled(LOG_INFO)) {
-    char dur[32];
+    char dur[32], safe[2048];
     snprintf(dur, sizeof dur, "%.3f", secs * 1000.0);
+    if (path) path = redact(path, safe, sizeof safe);
     log_field_t f[9] = {
         {"method", method ? method : "-", 0},
         {"route", r, 0},

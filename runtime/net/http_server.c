@@ -8,6 +8,7 @@
 
 #include "http_internal.h"
 #include "log.h"
+#include "siphash.h"
 
 #define LISTEN_BACKLOG 511
 
@@ -82,6 +83,9 @@ void http_limits_default(http_limits_t *l) {
   l->body_timeout_ms = 30000;
   l->idle_timeout_ms = 60000;
   l->max_connections = 1024;
+  l->max_per_ip = 256;
+  l->max_unsent_bytes = 262144;
+  l->max_buffered_body_bytes = 67108864;
 }
 
 http_server_t *http_server_new(uv_loop_t *loop, const http_limits_t *limits, http_request_cb cb,
@@ -96,6 +100,7 @@ http_server_t *http_server_new(uv_loop_t *loop, const http_limits_t *limits, htt
   else
     http_limits_default(&s->lim);
   http__raise_parser_limit(s->lim.max_header_bytes);
+  siphash_process_key(s->ip_key);
   uv_timer_init(loop, &s->anchor);
   s->anchor.data = s;
   s->handles = 1;
@@ -118,6 +123,10 @@ http_server_t *http_server_new(uv_loop_t *loop, const http_limits_t *limits, htt
       metrics_counter("chatgw_http_connections_total", "Accepted HTTP connections", NULL, 0, &err);
   if (!s->m_total) log_warnf("http: metric chatgw_http_connections_total: %s", err ? err : "?");
   return s;
+}
+
+void http_server_set_headers_cb(http_server_t *s, http_headers_cb cb) {
+  s->hcb = cb;
 }
 
 void http_server_set_limits(http_server_t *s, const http_limits_t *limits) {

@@ -7,9 +7,13 @@
  * answered in order. The server itself answers malformed input (400, then close), oversize
  * headers (431), oversize bodies (413, decided from Content-Length before the body is read),
  * and slow clients (408 on header/body timeout, then close); keep-alive connections idle for
- * longer than idle_timeout_ms are closed. Every response carries X-Request-Id (the client's
- * X-Request-Id when it is sane, else a generated one), is written to the access log and
- * counted in metrics (chatgw_http_requests_total{route,status},
+ * longer than idle_timeout_ms are closed. Hostile clients (docs/operations.md): a connection
+ * whose unsent output passes max_unsent_bytes is neither read nor parsed until it drains; the
+ * first byte is due within header_timeout_ms; max_per_ip connections per address (503 beyond);
+ * bodies grow as they arrive under a global max_buffered_body_bytes (503 beyond); strict
+ * framing on top of the non-strict http-parser (400); no query string in logged paths. Every
+ * response carries X-Request-Id (the client's X-Request-Id when it is sane, else a generated one),
+ * is written to the access log and counted in metrics (chatgw_http_requests_total{route,status},
  * chatgw_http_request_duration_seconds{route}, chatgw_http_connections_open). */
 #ifndef CHATGW_HTTP_SERVER_H
 #define CHATGW_HTTP_SERVER_H
@@ -37,6 +41,11 @@ typedef struct {
   uint64_t body_timeout_ms;   /* end of headers to end of body; beyond: 408 + close. 30000 */
   uint64_t idle_timeout_ms;   /* keep-alive wait for the next request; beyond: close. 60000 */
   size_t max_connections;     /* beyond: the new connection gets 503 and is closed. 1024 */
+  size_t max_per_ip;          /* open connections per client address; beyond: 503 + close. 256 */
+  size_t max_unsent_bytes;    /* a connection's unsent output; beyond: no parsing, no reading
+                                 until it drains (pipelining back-pressure). 262144 */
+  size_t
+      max_buffered_body_bytes; /* request bodies held by the server in all; beyond: 503. 64 MiB */
 } http_limits_t;
 
 void http_limits_default(http_limits_t *l);
@@ -62,6 +71,18 @@ struct http_request {
 
 /* Called once per complete request. */
 typedef void (*http_request_cb)(http_request_t *req, void *ud);
+
+/* Called at headers-complete for a request with a body to come (Content-Length > 0 or chunked),
+ * before any byte of the body is read and before `100 Continue`: method, path, query, headers,
+ * remote and listener are set; body is not. The callback either returns and the body is read
+ * (then http_request_cb gets the whole request), or answers it with http_request_reject (a
+ * final response with Connection: close; the body is never read). It must not keep req. */
+typedef void (*http_headers_cb)(http_request_t *req, void *ud);
+void http_server_set_headers_cb(http_server_t *s, http_headers_cb cb);
+/* From inside http_headers_cb only: answers req now (Connection: close, access log, metrics);
+ * the connection discards the body and lingers before it closes. */
+void http_request_reject(http_request_t *req, int status, const http_header_t *headers,
+                         size_t nheaders, const char *body, size_t body_len, const char *route);
 
 http_server_t *http_server_new(uv_loop_t *loop, const http_limits_t *limits, http_request_cb cb,
                                void *ud);

@@ -35,7 +35,8 @@ typedef struct {
   uint64_t ping_interval_ms;
   uint64_t pong_timeout_ms;
   uint64_t handshake_timeout_ms;
-  uint64_t close_timeout_ms; /* a closing connection is closed hard after this */
+  uint64_t close_timeout_ms;     /* a closing connection is closed hard after this */
+  uint64_t lingering_timeout_ms; /* after the close: SHUT_WR, input dropped this long, close */
   size_t max_connections;
   size_t max_per_ip;
   double rate_per_second; /* inbound messages, token bucket */

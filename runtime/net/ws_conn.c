@@ -30,6 +30,7 @@ void ws_settings_default(ws_settings_t *s) {
   s->pong_timeout_ms = 60000;
   s->handshake_timeout_ms = 10000;
   s->close_timeout_ms = 1000;
+  s->lingering_timeout_ms = 5000;
   s->max_connections = 10000;
   s->max_per_ip = 1000;
   s->rate_per_second = 50;
@@ -94,6 +95,7 @@ void ws_init(uv_loop_t *loop) {
   ws__g.loop = loop;
   uv_timer_init(loop, &ws__g.sweep);
   uv_timer_init(loop, &ws__g.pres_timer);
+  uv_timer_init(loop, &ws__g.linger_timer);
   uv_prepare_init(loop, &ws__g.prep);
   uv_check_init(loop, &ws__g.check);
   /* getrandom through libuv: OpenSSL stays out of boot (and of RSS) */
@@ -236,6 +238,7 @@ void ws__hard_close(ws_conn_t *c, unsigned code, const char *reason) {
   ws__outs_free(c->qhead);
   c->qhead = c->qtail = NULL;
   c->queued = 0;
+  c->pong = NULL;
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -266,7 +269,9 @@ void ws__hard_close(ws_conn_t *c, unsigned code, const char *reason) {
   }
   if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = 0;
-  uv_close((uv_handle_t *)&c->tcp, ws__on_closed);
+  /* Lingering close (nginx's lingering_close): the peer reads our close frame instead of a
+   * reset caused by input we never read. */
+  if (ws__linger_start(c) != 0) uv_close((uv_handle_t *)&c->tcp, ws__on_closed);
   if (!ws__g.nconns && ws__g.ready) {
     uv_timer_stop(&ws__g.sweep);
     ws__g.sweep_every = 0;
@@ -312,6 +317,7 @@ void ws__on_closed(uv_handle_t *h) {
   ws_conn_t *c = h->data;
   if (c->fctx) wslay_frame_context_free(c->fctx);
   tls_conn_free(c->tls);
+  free(c->shut);
   free(c->stash);
   free(c->msg);
   free(c->role);
@@ -373,6 +379,17 @@ static void on_sweep(uv_timer_t *t) {
     default:
       break;
     }
+    c = next;
+  }
+}
+
+void ws__linger_sweep(uv_timer_t *t) {
+  (void)t;
+  uint64_t now = ws__loop_ms();
+  ws_conn_t *c = ws__g.lingering;
+  while (c) {
+    ws_conn_t *next = c->next;
+    if (now >= c->close_deadline_ms) ws__linger_end(c);
     c = next;
   }
 }
@@ -520,8 +537,11 @@ void ws_close_all(void) {
   ws__g.stopping = 1;
   while (ws__g.conns)
     ws__hard_close(ws__g.conns, 1001, "server stopped");
+  while (ws__g.lingering)
+    ws__linger_end(ws__g.lingering);
   ws__g.work = NULL;
   if (ws__g.ready) {
+    uv_close((uv_handle_t *)&ws__g.linger_timer, NULL);
     ws__g.ready = 0;
     uv_close((uv_handle_t *)&ws__g.sweep, NULL);
     uv_close((uv_handle_t *)&ws__g.pres_timer, NULL);

@@ -91,6 +91,8 @@ struct ws_conn {
   unsigned msg_active : 1;
   unsigned msg_direct : 1;
   unsigned disc_set : 1;
+  unsigned peer_gone : 1; /* EOF or a socket error: no lingering close */
+  unsigned lingering : 1; /* closed, write side shut down, input dropped (ws__linger_start) */
   uint8_t frame_op;
   uint8_t msg_op;
   uint16_t disc_code;
@@ -110,6 +112,11 @@ struct ws_conn {
   ip_entry_t *ip;
   /* output */
   ws_out_t *qhead, *qtail;
+  ws_out_t *pong; /* the one pong still in the queue: a newer ping replaces its payload */
+  uint16_t pings; /* pings in the current 10 s window (WC_HANDSHAKE/CONNECTING: in all) */
+  uint64_t pings_since_ms;
+  uv_shutdown_t *shut; /* lingering: the SHUT_WR request */
+  size_t linger_bytes; /* lingering: input dropped so far */
   size_t queued;
   unsigned writes;
   /* input */
@@ -150,7 +157,9 @@ typedef struct {
   uv_prepare_t prep;
   uv_check_t check;
   uint64_t sweep_every;
-  ws_conn_t *conns; /* every connection not yet closed */
+  ws_conn_t *conns;     /* every connection not yet closed */
+  ws_conn_t *lingering; /* closed connections draining their input (prev/next links) */
+  uv_timer_t linger_timer;
   size_t nconns;
   ws_conn_t *work; /* connections with output to flush or input to resume this turn */
   ws_conn_t **tab; /* by num */
@@ -195,6 +204,14 @@ void ws__read_start(ws_conn_t *c);
 void ws__pause(ws_conn_t *c);
 void ws__resume(ws_conn_t *c);
 void ws__read_cleanup(void); /* frees the frame context pool */
+/* After the bookkeeping of a close: shut the write side down, read and drop the input until EOF,
+ * lingering_timeout_ms or WS_LINGER_MAX_BYTES, then uv_close. 0, or -1 (close now instead). */
+int ws__linger_start(ws_conn_t *c);
+void ws__linger_end(ws_conn_t *c);
+void ws__linger_sweep(uv_timer_t *t); /* ws_conn.c: ends the lingering past their deadline */
+#define WS_LINGER_MAX_BYTES (16u << 20)
+#define WS_PINGS_BEFORE_CONNECT 5 /* more before `connect` answered: close 1008 */
+#define WS_PINGS_PER_WINDOW 100   /* answered per 10 s; beyond: not answered, then close */
 
 /* ---- ws_write.c ---- */
 void ws__work_link(ws_conn_t *c);

@@ -145,9 +145,50 @@ static void conn_message(ws_conn_t *c, const uint8_t *p, size_t n, unsigned op) 
   if (ws__g.hooks.message) ws__g.hooks.message(c->num, (const char *)p, n, allowed ? 0 : retry);
 }
 
+/* A ping: at most one pong waits in the queue (RFC 6455 5.5.3 allows answering only the latest
+ * ping, so a newer one replaces its payload); pongs count in the unsent bytes; before `connect`
+ * only a few pings are taken, after it WS_PINGS_PER_WINDOW per 10 s are answered and twice that
+ * closes the connection. */
+static void conn_ping(ws_conn_t *c) {
+  if (c->state > WC_OPEN) return;
+  uint64_t now = ws__loop_ms();
+  if (c->state < WC_OPEN) {
+    if (++c->pings > WS_PINGS_BEFORE_CONNECT) {
+      ws__fail(c, NULL, NULL, 1008, "too many pings before connect");
+      return;
+    }
+  } else {
+    if (now - c->pings_since_ms > RATE_WINDOW_MS) {
+      c->pings_since_ms = now;
+      c->pings = 0;
+    }
+    if (c->pings < UINT16_MAX) c->pings++;
+    if (c->pings > 2 * WS_PINGS_PER_WINDOW) {
+      log_field_t f[] = {{"conn", c->id, 0}, {"remote", c->remote, 0}};
+      log_write(LOG_WARN, "ws ping flood: closing the connection", f, 2);
+      ws__fail(c, NULL, NULL, 1008, "ping flood");
+      return;
+    }
+    if (c->pings > WS_PINGS_PER_WINDOW) return; /* not answered */
+  }
+  if (c->pong) { /* not yet written: answer this ping instead */
+    size_t h = ws_frame_header(c->pong->data, WS_OP_PONG, c->ctrl_len);
+    memcpy(c->pong->data + h, c->ctrl, c->ctrl_len);
+    c->pong->len = h + c->ctrl_len;
+    return;
+  }
+  ws_out_t *o = ws__out_new(WS_MAX_HEADER + WS_MAX_CONTROL);
+  if (!o) return;
+  size_t h = ws_frame_header(o->data, WS_OP_PONG, c->ctrl_len);
+  memcpy(o->data + h, c->ctrl, c->ctrl_len);
+  o->len = h + c->ctrl_len;
+  c->pong = o;
+  ws__queue(c, o, 2); /* counted: over max_buffered_bytes it drops the connection */
+}
+
 static void conn_control(ws_conn_t *c, unsigned op) {
   if (op == WS_OP_PING) {
-    if (c->state <= WC_OPEN) ws__frame(c, WS_OP_PONG, c->ctrl, c->ctrl_len, 1);
+    conn_ping(c);
     return;
   }
   if (op == WS_OP_PONG) {
@@ -412,12 +453,18 @@ static void on_read_tls(ws_conn_t *c, const uv_buf_t *buf, size_t nread) {
   }
   ws__tls_send(c); /* anything the session owes the peer (a key update) */
   if (c->state == WC_CLOSED) return;
+  if (r == TLS_FAIL) c->peer_gone = 1;
   if (r == TLS_FAIL) ws__hard_close(c, 1006, "tls error");
   if (r == TLS_CLOSED) on_eof(c, UV_EOF);
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   ws_conn_t *c = st->data;
+  if (c->lingering) { /* dropped; EOF, an error or too much ends it */
+    if (nread < 0 || (c->linger_bytes += (size_t)(nread > 0 ? nread : 0)) > WS_LINGER_MAX_BYTES)
+      ws__linger_end(c);
+    return;
+  }
   if (c->state == WC_CLOSED) return;
   if (nread > 0) {
     if (c->close_after_flush || c->close_received) return; /* ignored until the socket closes */
@@ -432,6 +479,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
 }
 
 static void on_eof(ws_conn_t *c, ssize_t nread) {
+  c->peer_gone = 1;
   if (c->close_received && c->state == WC_CLOSING)
     ws__hard_close(c, c->disc_code, c->disc_reason);
   else
@@ -443,6 +491,49 @@ static void on_eof(ws_conn_t *c, ssize_t nread) {
 void ws__read_start(ws_conn_t *c) {
   if (c->reading || c->paused || c->state == WC_CLOSED || c->close_received) return;
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
+}
+
+static void on_linger_shutdown(uv_shutdown_t *req, int status) {
+  ws_conn_t *c = req->handle->data;
+  if (status < 0 && c->lingering) ws__linger_end(c);
+}
+
+int ws__linger_start(ws_conn_t *c) {
+  if (c->peer_gone || ws__g.final || !ws__g.ready || !ws__g.set.lingering_timeout_ms) return -1;
+  c->shut = malloc(sizeof *c->shut);
+  if (!c->shut) return -1;
+  if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+  if (uv_shutdown(c->shut, (uv_stream_t *)&c->tcp, on_linger_shutdown) != 0) {
+    free(c->shut);
+    c->shut = NULL;
+    return -1;
+  }
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) return -1;
+  c->lingering = 1;
+  c->linger_bytes = 0;
+  c->close_deadline_ms = ws__loop_ms() + ws__g.set.lingering_timeout_ms;
+  c->prev = NULL;
+  c->next = ws__g.lingering;
+  if (ws__g.lingering) ws__g.lingering->prev = c;
+  ws__g.lingering = c;
+  if (!uv_is_active((uv_handle_t *)&ws__g.linger_timer))
+    uv_timer_start(&ws__g.linger_timer, ws__linger_sweep, 250, 250);
+  return 0;
+}
+
+void ws__linger_end(ws_conn_t *c) {
+  if (!c->lingering) return;
+  c->lingering = 0;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    ws__g.lingering = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  uv_close((uv_handle_t *)&c->tcp, ws__on_closed);
+  if (!ws__g.lingering && ws__g.ready) uv_timer_stop(&ws__g.linger_timer);
 }
 
 void ws__read_cleanup(void) {

@@ -53,8 +53,9 @@ size_t ws__unsent(const ws_conn_t *c) {
   return c->queued + c->tcp.write_queue_size;
 }
 
-/* Appends o (consumed) to c's queue. exempt: control frames and handshake bytes, which never
- * trigger the slow-consumer drop. Returns 0, -1 (closed) or -2 (dropped as a slow consumer). */
+/* Appends o (consumed) to c's queue. exempt 1: close frames and handshake bytes, which never
+ * trigger the slow-consumer drop (2: a pong, which does; every byte counts in ws__unsent). Returns
+ * 0, -1 (closed) or -2 (dropped as a slow consumer). */
 int ws__queue(ws_conn_t *c, ws_out_t *o, int exempt) {
   if (c->state == WC_CLOSED || (c->close_after_flush && !exempt)) {
     ws__outs_free(o);
@@ -72,7 +73,7 @@ int ws__queue(ws_conn_t *c, ws_out_t *o, int exempt) {
     ws__flush(c); /* the kernel takes what it can now; the rest is libuv's write queue */
   else
     ws__work_link(c);
-  if (!exempt && ws__unsent(c) > ws__g.set.max_buffered_bytes) {
+  if (exempt != 1 && ws__unsent(c) > ws__g.set.max_buffered_bytes) { /* 2: a pong, counted */
     conn_slow_consumer(c);
     return -2;
   }
@@ -119,6 +120,7 @@ static int conn_event(ws_conn_t *c, ws_shared_t *sh) {
 /* Broken socket. Not closed here (callers may be walking the connection list): the sweep
  * closes it. */
 static void write_failed(ws_conn_t *c) {
+  c->peer_gone = 1;
   ws__set_disc(c, 1006, "write failed");
   if (c->state < WC_CLOSING) c->state = WC_CLOSING;
   c->close_after_flush = 1;
@@ -150,7 +152,8 @@ void ws__flush(ws_conn_t *c) {
   ws_out_t *items = c->qhead;
   c->qhead = c->qtail = NULL;
   c->queued = 0;
-  if (c->tls) { /* wss: the queue becomes one write of ciphertext */
+  c->pong = NULL; /* written now: the next ping gets a pong of its own */
+  if (c->tls) {   /* wss: the queue becomes one write of ciphertext */
     free(w);
     int bad = 0;
     for (size_t k = 0; k < i && !bad; k++)
@@ -198,6 +201,7 @@ static void conn_slow_consumer(ws_conn_t *c) {
   ws__outs_free(c->qhead);
   c->qhead = c->qtail = NULL;
   c->queued = 0;
+  c->pong = NULL;
   if (ws__g.m_slow) metrics_inc(ws__g.m_slow, NULL, 1);
   char b[32];
   snprintf(b, sizeof b, "%zu", unsent);
@@ -218,6 +222,7 @@ static void on_write(uv_write_t *req, int status) {
   c->writes--;
   if (c->state == WC_CLOSED) return;
   if (status < 0) {
+    c->peer_gone = 1;
     ws__hard_close(c, 1006, "write failed");
     return;
   }

@@ -33,6 +33,8 @@ int lib_open_state(lua_State *L, vm_t *vm, void *ud, char *err, size_t errlen) {
   }
   lua_getfield(L, -1, "dispatch");
   request_set_dispatcher(L);
+  lua_getfield(L, -1, "precheck");
+  request_set_precheck(L);
   lua_pop(L, 1);
   return 0;
 }

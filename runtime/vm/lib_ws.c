@@ -14,6 +14,7 @@
 #include "strutil.h"
 #include "vm.h"
 #include "ws.h"
+#include "ws_frame.h"
 
 #define MAX_FILTER_IDS 100000
 #define MAX_SCOPES 64
@@ -69,6 +70,8 @@ static int l_broadcast(lua_State *L) {
   f.scope = lib_arg_string(L, 4, fn, "scope");
   f.include = id_array(L, 5, &f.ninclude, fn, "include");
   f.exclude = id_array(L, 6, &f.nexclude, fn, "exclude");
+  if (!ws_utf8_valid((const uint8_t *)payload, pl)) /* every client would fail the frame */
+    return luaL_error(L, "%s: invalid_utf8: the payload is not valid UTF-8", fn);
   lua_pushnumber(L, (lua_Number)ws_broadcast(ev, payload, pl, &f));
   return 1;
 }
@@ -179,6 +182,11 @@ static int l_send(lua_State *L) {
   const char *ev = check_event(L, 2, "chatgw.ws.send");
   size_t pl = 0;
   const char *payload = luaL_checklstring(L, 3, &pl);
+  if (!ws_utf8_valid((const uint8_t *)payload, pl)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "invalid_utf8: the payload is not valid UTF-8");
+    return 2;
+  }
   int r = ws_send_event(id, ev, payload, pl);
   if (r == -1) return not_found(L, id);
   if (r == -2) {
@@ -388,6 +396,15 @@ static void message_done(co_t *co, int ok, void *ud) {
   size_t tl = 0;
   if (lua_type(T, 1) == LUA_TSTRING) {
     const char *text = lua_tolstring(T, 1, &tl);
+    if (!ws_utf8_valid((const uint8_t *)text, tl)) { /* a text frame must be UTF-8 */
+      static const char bad[] = "{\"type\":\"res\",\"id\":null,\"ok\":false,\"error\":{\"code\":"
+                                "\"internal_error\",\"message\":\"the response is not valid "
+                                "UTF-8\"}}";
+      log_field_t f[] = {{"conn", "-", 0}};
+      log_write(LOG_WARN, "ws: a response that is not valid UTF-8 was not sent", f, 1);
+      text = bad;
+      tl = sizeof bad - 1;
+    }
     ws_send_text(num, text, tl);
   }
 }

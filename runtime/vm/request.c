@@ -59,29 +59,23 @@ static void respond_internal_error(http_request_t *req) {
   http_request_respond(req, 500, &h, 1, body, (size_t)n, NULL);
 }
 
-/* The dispatcher returns status, body (string), headers (table), route template. */
-static void request_done(co_t *co, int ok, void *ud) {
-  http_request_t *req = ud;
-  lua_State *T = vm_co_thread(co);
-  if (!ok) {
-    log_field_t f[] = {{"request_id", req->request_id, 0}, {"error", lua_tostring(T, -1), 0}};
-    log_write(LOG_ERROR, "request dispatcher failed", f, 2);
-    respond_internal_error(req);
-    return;
-  }
-  int status = (int)lua_tointeger(T, 1);
+/* status, body (string), headers (table), route template at T[base..base+3] -> the response
+ * (early: http_request_reject, from the headers callback). */
+static void respond_from(lua_State *T, int base, http_request_t *req, int early) {
+  int status = (int)lua_tointeger(T, base);
   size_t blen = 0;
-  const char *body = lua_tolstring(T, 2, &blen);
-  const char *route = lua_tostring(T, 4);
+  const char *body = lua_tolstring(T, base + 1, &blen);
+  const char *route = lua_tostring(T, base + 3);
   if (status < 100 || status > 999 || !body) {
-    respond_internal_error(req);
+    if (!early) respond_internal_error(req);
     return;
   }
   http_header_t stack[STACK_RESPONSE_HEADERS], *hs = stack;
   size_t nh = 0, cap = STACK_RESPONSE_HEADERS;
-  if (lua_istable(T, 3)) {
+  int ht = base + 2;
+  if (lua_istable(T, ht)) {
     lua_pushnil(T);
-    while (lua_next(T, 3) != 0) {
+    while (lua_next(T, ht) != 0) {
       if (lua_type(T, -2) == LUA_TSTRING && lua_type(T, -1) == LUA_TSTRING) {
         if (nh == cap) { /* every header is sent: grow rather than drop any */
           http_header_t *nhs = malloc(2 * cap * sizeof *nhs);
@@ -89,7 +83,7 @@ static void request_done(co_t *co, int ok, void *ud) {
             if (hs != stack) free(hs);
             log_field_t f[] = {{"request_id", req->request_id, 0}};
             log_write(LOG_ERROR, "out of memory for the response headers", f, 1);
-            respond_internal_error(req);
+            if (!early) respond_internal_error(req);
             return;
           }
           memcpy(nhs, hs, nh * sizeof *hs);
@@ -105,8 +99,24 @@ static void request_done(co_t *co, int ok, void *ud) {
       lua_pop(T, 1);
     }
   }
-  http_request_respond(req, status, hs, nh, body, blen, route);
+  if (early)
+    http_request_reject(req, status, hs, nh, body, blen, route);
+  else
+    http_request_respond(req, status, hs, nh, body, blen, route);
   if (hs != stack) free(hs);
+}
+
+/* The dispatcher returns status, body (string), headers (table), route template. */
+static void request_done(co_t *co, int ok, void *ud) {
+  http_request_t *req = ud;
+  lua_State *T = vm_co_thread(co);
+  if (!ok) {
+    log_field_t f[] = {{"request_id", req->request_id, 0}, {"error", lua_tostring(T, -1), 0}};
+    log_write(LOG_ERROR, "request dispatcher failed", f, 2);
+    respond_internal_error(req);
+    return;
+  }
+  respond_from(T, 1, req, 0);
 }
 
 /* Its state is being destroyed (process exit) with the request unanswered. */
@@ -126,6 +136,45 @@ void request_set_dispatcher(lua_State *L) {
   lua_pushlightuserdata(L, &g_dispatcher_key);
   lua_insert(L, -2);
   lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+static char g_precheck_key;
+
+void request_set_precheck(lua_State *L) {
+  lua_pushlightuserdata(L, &g_precheck_key);
+  lua_insert(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+void request_precheck(vm_t *vm, http_request_t *req) {
+  lua_State *L = vm_state(vm);
+  int top = lua_gettop(L);
+  lua_pushlightuserdata(L, &g_precheck_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (!lua_isfunction(L, -1)) {
+    lua_settop(L, top);
+    return;
+  }
+  const char *authz = NULL;
+  for (size_t i = 0; i < req->nheaders && !authz; i++)
+    if (req->headers[i].name_len == 13 && memcmp(req->headers[i].name, "authorization", 13) == 0)
+      authz = req->headers[i].value;
+  lua_pushstring(L, req->method);
+  lua_pushstring(L, req->path);
+  lua_pushstring(L, req->listener);
+  if (authz)
+    lua_pushstring(L, authz);
+  else
+    lua_pushnil(L);
+  lua_pushstring(L, req->remote_addr);
+  /* A plain call on the state's main thread: it never yields, runs no handler code. */
+  if (lua_pcall(L, 5, 4, 0) != 0) {
+    log_field_t f[] = {{"request_id", req->request_id, 0}, {"error", lua_tostring(L, -1), 0}};
+    log_write(LOG_WARN, "request precheck failed (the body is read, the dispatcher decides)", f, 2);
+  } else if (lua_type(L, top + 1) == LUA_TNUMBER) {
+    respond_from(L, top + 1, req, 1);
+  }
+  lua_settop(L, top);
 }
 
 void request_dispatch(vm_t *vm, http_request_t *req) {

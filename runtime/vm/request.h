@@ -13,6 +13,12 @@
 void request_init(void);
 /* Pops the dispatcher function of state L and keeps it in L's registry. */
 void request_set_dispatcher(lua_State *L);
+/* Pops runtime.precheck of state L and keeps it in L's registry. */
+void request_set_precheck(lua_State *L);
+/* At headers-complete of a request with a body (http_headers_cb): runtime.precheck(method, path,
+ * listener, authorization, remote) decides 401/403/404/405 (and a listener guard's refusal)
+ * before the body is read; such an answer is sent with http_request_reject. */
+void request_precheck(vm_t *vm, http_request_t *req);
 /* Answer req on vm. */
 void request_dispatch(vm_t *vm, http_request_t *req);
 

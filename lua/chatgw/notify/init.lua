@@ -384,7 +384,9 @@ function M.install(R)
     end
     return true
   end)
-  R.register_listener_guard("notify", guard)
+  R.register_listener_guard("notify", guard, function(remote) -- before the body is read
+    if not cidr.is_internal(remote or "", S.nets) then return 403, { ok = false, error = "forbidden" } end
+  end)
   local function on(route) route.listener, route.scope = "notify", "notify" R.register_builtin_route(route) end
   on({ method = "POST", path = "/v1/notify/text", fn = text_route, label = "POST /v1/notify/text" })
   on({ method = "POST", path = "/v1/notify/image", fn = image_route, label = "POST /v1/notify/image" })

@@ -62,6 +62,9 @@ int main(void) {
   SAME("cfg", "http.body_timeout_ms", h.body_timeout_ms);
   SAME("cfg", "http.idle_timeout_ms", h.idle_timeout_ms);
   SAME("cfg", "http.max_connections", h.max_connections);
+  SAME("cfg", "http.max_per_ip", h.max_per_ip);
+  SAME("cfg", "http.max_unsent_bytes", h.max_unsent_bytes);
+  SAME("cfg", "http.max_buffered_body_bytes", h.max_buffered_body_bytes);
 
   ws_settings_t w;
   ws_settings_default(&w);
@@ -76,6 +79,7 @@ int main(void) {
   SAME("cfg", "ws.pong_timeout_ms", w.pong_timeout_ms);
   SAME("cfg", "ws.handshake_timeout_ms", w.handshake_timeout_ms);
   SAME("cfg", "ws.close_timeout_ms", w.close_timeout_ms);
+  SAME("cfg", "ws.lingering_timeout_ms", w.lingering_timeout_ms);
   SAME("cfg", "ws.max_connections", w.max_connections);
   SAME("cfg", "ws.max_per_ip", w.max_per_ip);
   SAME("cfg", "ws.data_max_bytes", w.data_max_bytes);

@@ -32,20 +32,8 @@ static listener_t *the_listener(http_server_t *s) {
 int fuzz_http_connect(http_server_t *s) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return -1;
-  conn_t *c = calloc(1, sizeof *c);
+  conn_t *c = http__conn_new(s, the_listener(s));
   if (!c) abort();
-  c->srv = s;
-  c->lis = the_listener(s);
-  c->accepted_ns = uv_hrtime();
-  uv_tcp_init(s->loop, &c->tcp);
-  uv_timer_init(s->loop, &c->timer);
-  c->tcp.data = c;
-  c->timer.data = c;
-  s->handles += 2;
-  c->next = s->conns;
-  if (s->conns) s->conns->prev = c;
-  s->conns = c;
-  s->nconns++;
   s->nactive++;
   snprintf(c->remote, sizeof c->remote, "127.0.0.1");
   c->remote_port = 40000;

@@ -195,6 +195,10 @@ int http__conn_reject(conn_t *c, int status, const http_header_t *hs, size_t nh,
 
 /* An accepted connection (linked, handles initialised, peer address known): start reading;
  * over: answer 503 and close. */
+/* A new connection of listener l, linked into s's list and counted (what accept and the fuzz
+ * harness share); the caller opens its socket, then calls http__conn_start. NULL without
+ * memory. */
+conn_t *http__conn_new(http_server_t *s, listener_t *l);
 void http__conn_start(conn_t *c, int over);
 void http__conn_close(conn_t *c);
 void http__conn_arm(conn_t *c);

@@ -14,18 +14,9 @@
 
 /* ---- accept -------------------------------------------------------------------------------- */
 
-static void on_connection(uv_stream_t *ls, int status) {
-  listener_t *l = ls->data;
-  http_server_t *s = l->srv;
-  if (status < 0) {
-    log_warnf("http: accept on %s: %s", l->name, uv_strerror(status));
-    return;
-  }
+conn_t *http__conn_new(http_server_t *s, listener_t *l) {
   conn_t *c = calloc(1, sizeof *c);
-  if (!c) {
-    log_errorf("http: out of memory accepting a connection on %s", l->name);
-    return;
-  }
+  if (!c) return NULL;
   c->srv = s;
   c->lis = l;
   c->accepted_ns = uv_hrtime();
@@ -40,6 +31,21 @@ static void on_connection(uv_stream_t *ls, int status) {
   s->nconns++;
   if (s->m_open) metrics_inc(s->m_open, NULL, 1);
   if (s->m_total) metrics_inc(s->m_total, NULL, 1);
+  return c;
+}
+
+static void on_connection(uv_stream_t *ls, int status) {
+  listener_t *l = ls->data;
+  http_server_t *s = l->srv;
+  if (status < 0) {
+    log_warnf("http: accept on %s: %s", l->name, uv_strerror(status));
+    return;
+  }
+  conn_t *c = http__conn_new(s, l);
+  if (!c) {
+    log_errorf("http: out of memory accepting a connection on %s", l->name);
+    return;
+  }
   int over = s->nactive >= s->lim.max_connections;
   if (over)
     c->rejected = 1;

@@ -12,14 +12,12 @@ import re
 import unittest
 
 from harness import BIN, GatewayTest, SLOW, TOKEN
-from test_webchat import browser_missing, free_port, CHROMIUM, CHROMEDRIVER
+from browser import BrowserMixin, browser_missing, free_port
 from fake_telegram import FakeTelegram
 from fake_llm import FakeLLM
 
 MISSING = browser_missing()
 if MISSING is None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
@@ -51,10 +49,11 @@ HANDLERS = {
 
 
 @unittest.skipUnless(MISSING is None, MISSING or "")
-class AdminBrowserTest(GatewayTest):
+class AdminBrowserTest(BrowserMixin, GatewayTest):
+    BROWSER_ARGS = ("--window-size=1400,1000",)
+
     def setUp(self):
         super().setUp()
-        self.browser = None
         self.shot = 0
         self.tg = FakeTelegram(tokens={TG_TOKEN: {"id": 424242, "username": "admin_page_bot"}})
         self.tg.start()
@@ -64,30 +63,8 @@ class AdminBrowserTest(GatewayTest):
         self.addCleanup(self.llm.stop)
         os.makedirs(ARTIFACTS, exist_ok=True)
 
-    def tearDown(self):
-        self.quit_browser()  # before the gateway stops, so its close handshake is answered
-        super().tearDown()
-
-    def quit_browser(self):
-        b, self.browser = self.browser, None
-        if b is not None:
-            b.quit()
-
     def start_browser(self):
-        import shutil
-        import tempfile
-        profile = tempfile.mkdtemp(prefix="chatgw-chromium-")
-        self.addCleanup(shutil.rmtree, profile, True)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = CHROMIUM
-        for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                  "--user-data-dir=" + profile, "--no-proxy-server", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update"):
-            opts.add_argument(a)
-        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        self.browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-        self.addCleanup(self.quit_browser)  # also when the test fails before tearDown
-        return self.browser
+        return BrowserMixin.start_browser(self, log_console=True)
 
     def start_gateway(self):
         port = free_port()

@@ -17,7 +17,7 @@ import re
 import shutil
 import unittest
 
-from harness import Gateway, GatewayTest, SLOW
+from harness import Gateway, GatewayTest
 from fake_feishu import FakeFeishu
 from fake_llm import FakeLLM
 from fake_telegram import FakeTelegram

@@ -10,7 +10,7 @@ import sqlite3
 import time
 import unittest
 
-from harness import GatewayTest, TOKEN
+from harness import GatewayTest
 from fake_telegram import FakeTelegram
 from fake_llm import FakeLLM
 from fake_feishu import FakeFeishu
@@ -72,7 +72,7 @@ class RegistryTest(GatewayTest):
             "%s %s" % (id, status))
 
     def test_a_telegram_bot_created_polls_at_once_and_stops_when_deleted(self):
-        g = self.start()
+        self.start()
         gw = self.create_bot()
         self.assertEqual(gw["id"], "alerts")
         self.assertEqual(gw["credential_info"], {"type": "telegram_bot", "hint": "123456:…AAAA", "bot_id": "123456"})

@@ -2,78 +2,22 @@
 through chromium-driver, opens the page the example serves, connects with the chat token, and
 chats with the handlers over the ws chat channel. Nothing is downloaded: the driver's path is
 given, so selenium-manager never runs. Traffic goes to 127.0.0.1 only."""
-import os
-import shutil
-import socket
-import tempfile
 import unittest
 
 from harness import GatewayTest, SLOW, TOKEN
 from test_examples import example_gateway
+from browser import BrowserMixin, browser_missing, free_port
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 CHAT_TOKEN = "webchat-chat-token-42"
 
-try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+MISSING = browser_missing()
+if MISSING is None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    HAVE_SELENIUM = True
-except ImportError:
-    HAVE_SELENIUM = False
-
-
-def browser_missing():
-    """Why the browser test cannot run, or None."""
-    if not HAVE_SELENIUM:
-        return "python3-selenium not installed (apt install python3-selenium)"
-    for path, pkg in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-        if not os.access(path, os.X_OK):
-            return "%s not found (apt install %s)" % (path, pkg)
-    return None
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-MISSING = browser_missing()
 
 
 @unittest.skipUnless(MISSING is None, MISSING or "")
-class WebchatBrowserTest(GatewayTest):
-    def setUp(self):
-        super().setUp()
-        self.browser = None
-
-    def tearDown(self):
-        self.quit_browser()  # before the gateway stops, so its close handshake is answered
-        super().tearDown()
-
-    def quit_browser(self):
-        b, self.browser = self.browser, None
-        if b is not None:
-            b.quit()
-
-    def start_browser(self):
-        profile = tempfile.mkdtemp(prefix="chatgw-chromium-")
-        self.addCleanup(shutil.rmtree, profile, True)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = CHROMIUM
-        for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                  "--user-data-dir=" + profile, "--no-proxy-server", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update"):
-            opts.add_argument(a)
-        self.browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-        self.addCleanup(self.quit_browser)  # also when the test fails before tearDown
-        return self.browser
-
+class WebchatBrowserTest(BrowserMixin, GatewayTest):
     def start_example(self):
         # The example's origins list 127.0.0.1:8787; serve it on a free port and list that.
         port = free_port()

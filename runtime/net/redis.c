@@ -177,7 +177,7 @@ int redis_url_parse(const char *url, redis_url_t *u, char *err, size_t errlen) {
     snprintf(err, errlen, "the Redis URL needs a host (redis://host:port/db)");
     return -1;
   }
-  snprintf(u->host, sizeof u->host, "%s", hs);
+  memcpy(u->host, hs, strlen(hs) + 1); /* fits: checked above */
   if (port) {
     char *end;
     long v = strtol(port, &end, 10);

@@ -194,6 +194,7 @@ static void close_loop_handles(void) {
   watchdog_stop();
   vm_sched_close();
   http_client_shutdown();
+  lib_redis_shutdown(); /* the cluster's Redis connections (docs/cluster.md) */
 }
 
 static void http_closed(void *ud) {

@@ -3,12 +3,13 @@
 # already present are left alone and nothing is downloaded then.
 set -eu
 PKGS="build-essential cmake pkg-config libluajit2-5.1-dev libuv1-dev libcurl4-openssl-dev \
-libssl-dev libhttp-parser-dev libwslay-dev libsqlite3-dev lua-cjson lua-yaml python3 luajit2 \
-ca-certificates gnuplot-nox"
+libssl-dev libhttp-parser-dev libwslay-dev libsqlite3-dev libhiredis-dev lua-cjson lua-yaml python3 \
+luajit2 ca-certificates gnuplot-nox"
+# redis-server: the cluster tests (tests/e2e/test_cluster.py) start their own
 # node + node-ws: the independent WebSocket client of the e2e tests and bench/ws
 # openssl + curl: the TLS tests make a certificate and fetch over https; clang and
 # libclang-rt-14-dev (libclang_rt.fuzzer, only a recommendation of clang): the fuzz harnesses
-[ "${1:-}" = "--test" ] && PKGS="$PKGS procps openssl curl nodejs node-ws chromium chromium-driver python3-selenium \
+[ "${1:-}" = "--test" ] && PKGS="$PKGS redis-server procps openssl curl nodejs node-ws chromium chromium-driver python3-selenium \
 clang libclang-rt-14-dev"
 
 missing=""

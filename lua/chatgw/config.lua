@@ -106,6 +106,21 @@ local function builtin_sections()
         .. "At least `stall_ms`, in ms."),
     } },
     shared = { type = "map", fields = { default_max_bytes = int(1048576, 1, 1073741824) } },
+    -- Several nodes on one Redis (lua/chatgw/cluster.lua, docs/cluster.md).
+    cluster = { type = "map", fields = {
+      redis_url = { type = "string", default = "", max_len = 1023, doc = "The cluster's Redis "
+        .. "(env `CHAT_GATEWAY_REDIS_URL`): `redis://[user:pass@]host:port/db` or "
+        .. "`unix:///path?db=N`; `rediss://` is refused (no TLS in hiredis 0.14: use a local "
+        .. "TLS tunnel). Empty: one node, no Redis ([cluster.md](cluster.md))." },
+      node_id = { type = "string", default = "", max_len = 100, doc = "This node's name in "
+        .. "logs (`node`), `/health` and metrics, `[A-Za-z0-9._-]`; empty: `<hostname>-<pid>`." },
+      lock_ttl_ms = int(10000, 1000, 600000, "A leader lock's time to live in Redis, renewed at "
+        .. "a third of it; another node takes a dead leader's lock within it, in ms."),
+      connect_timeout_ms = int(2000, 100, 600000, "Resolving, connecting and authenticating to "
+        .. "Redis, in ms; then reconnects back off from 100 ms to 5 s."),
+      command_timeout_ms = int(2000, 10, 600000, "Every Redis command's deadline: past it the "
+        .. "command fails and the connection is dropped and made again, in ms."),
+    } },
     app = { type = "dict", values = { type = "any" } },
   }
 end
@@ -498,6 +513,7 @@ local ENV = {
   { "CHAT_GATEWAY_PORT",      "main",   { "listeners", "main", "port" } },
   { "CHAT_GATEWAY_DATA_DIR",  nil,      { "data_dir" } },
   { "CHAT_GATEWAY_LOG_LEVEL", nil,      { "log", "level" } },
+  { "CHAT_GATEWAY_REDIS_URL", nil,      { "cluster", "redis_url" } },
   { "FEISHU_WEBHOOK_HOST",    "feishu", { "listeners", "feishu", "host" } },
   { "FEISHU_WEBHOOK_PORT",    "feishu", { "listeners", "feishu", "port" } },
   { "INTEGRATIONS_HOST",      "notify", { "listeners", "notify", "host" } },

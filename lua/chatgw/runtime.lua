@@ -506,6 +506,7 @@ function M.shutdown()
   end
 end
 
+require("chatgw.cluster").install(M) -- cluster mode on Redis: node id, locks, fan-out (lua/chatgw/cluster.lua)
 require("chatgw.supervisor").install(M) -- chatgw.exec, chatgw.supervise (lua/chatgw/supervisor.lua)
 require("chatgw.ws").install(M) -- chatgw.ws, methods/on_connect/on_disconnect (lua/chatgw/ws.lua)
 require("chatgw.chat").install(M) -- chatgw.chat, commands/on_message/... (lua/chatgw/chat/)

@@ -11,6 +11,7 @@
 -- restarts is the metric chatgw_supervise_restarts_total.
 local chatgw = chatgw
 local limits = require "chatgw.limits"
+local cluster = require "chatgw.cluster"
 require "chatgw.exec"
 
 local type, pairs, ipairs, tostring, error, xpcall, pcall = type, pairs, ipairs, tostring, error, xpcall, pcall
@@ -43,7 +44,7 @@ local health_registered = false
 
 local NAME_PATTERN = "^[a-z0-9][a-z0-9_.-]*$"
 local LOCK_PATTERN = "^[a-z0-9_-]+$"
-local SPEC_KEYS = { name = true, module = true, run = true, lock = true }
+local SPEC_KEYS = { name = true, module = true, run = true, lock = true, lock_scope = true }
 
 local function set_state(st, state)
   st.state = state
@@ -101,12 +102,92 @@ local function wait_for_lock(st, s)
   end
 end
 
+-- ---- cluster locks (docs/cluster.md): in Redis, renewed at ttl/3, the run stopped at once
+-- when a renewal fails ----
+
+local function wait_for_cluster_lock(st, s)
+  local logged = false
+  while true do
+    if stopping(st) then return false end
+    local ok, info = cluster.lock_acquire(st.lock)
+    if ok then
+      st.lock_state, st.lock_error = "held", nil
+      st.lock_holder, st.lock_fence, st.lock_token = cluster.node_id, info.fence, info.token
+      if logged then chatgw.log.info("supervised loop got its cluster lock", fields(st, { fence = info.fence })) end
+      return true
+    end
+    local wait
+    if ok == false then
+      st.lock_state, st.lock_holder = "waiting", info.holder
+      st.lock_error = ("held: lock '%s' is held by node %s"):format(st.lock, tostring(info.holder))
+      -- retry when the holder's lock would expire, at most every lock_retry_ms
+      local ttl = tonumber(info.ttl_ms) or 0
+      wait = min(s.lock_retry_ms, max(50, ttl + 20 + jitter() / 5))
+    else
+      st.lock_state, st.lock_error, st.lock_holder = "error", tostring(info), nil
+      wait = min(s.lock_retry_ms, 1000)
+    end
+    set_state(st, "waiting_lock")
+    st.next_start_at = chatgw.time() + wait / 1000
+    st.next_start_mono = chatgw.now() + wait
+    if not logged then
+      chatgw.log.info("supervised loop waits for its cluster lock", fields(st, { error = st.lock_error }))
+      logged = true
+    end
+    if not sleep(wait) then return false end
+  end
+end
+
+local function renewer(st, token)
+  local every = max(10, floor(cluster.lock_ttl_ms / 3))
+  while st.lock_token == token do
+    if not sleep(every) or st.lock_token ~= token then return end
+    local ok, err = cluster.lock_renew(st.lock, token)
+    if st.lock_token ~= token then return end
+    if not ok then
+      st.lock_token, st.lock_lost = nil, tostring(err)
+      st.lock_state, st.lock_error, st.lock_holder = "lost", tostring(err), nil
+      chatgw.log.warn("supervised loop lost its cluster lock: stopped", fields(st, { error = tostring(err) }))
+      if st.child then chatgw._co_cancel(st.child, "lock lost") end
+      return
+    end
+  end
+end
+
+-- The run in a coroutine of its own, so that losing the lock cancels the run and not the
+-- supervisor (a cancelled coroutine cannot wait any more).
+local function run_in_child(st, run, ctx)
+  local box = {}
+  local ev = ("chatgw.supervise.%s.%d"):format(st.name, st.runs)
+  chatgw.spawn(function()
+    st.child = chatgw._co_self()
+    box.ok, box.err = xpcall(run, traceback, ctx)
+    box.done = true
+    st.child = nil
+    chatgw._notify(ev)
+  end)
+  while not box.done do
+    local r = chatgw._wait(ev, HOUR_MS)
+    if r == nil then -- the supervisor is cancelled (reload, shutdown, stop): so is its run
+      if st.child then chatgw._co_cancel(st.child, st.stop_reason or "reload") end
+      return true
+    end
+  end
+  return box.ok, box.err
+end
+
 local function main(st, run)
   local s = limits.resolve("supervise", st.module, chatgw.config)
   st.settings = s
   local scale = s.CHATGW_SUPERVISE_BACKOFF_SCALE or 1
-  if st.lock and not wait_for_lock(st, s) then return end
+  local clustered = st.lock ~= nil and st.lock_scope ~= "node" and cluster.enabled
+  st.clustered = clustered
+  if st.lock and not clustered and not wait_for_lock(st, s) then return end
   while not stopping(st) do
+    if clustered and not st.lock_token then
+      if not wait_for_cluster_lock(st, s) then return end
+      chatgw.spawn(renewer, st, st.lock_token)
+    end
     st.runs = st.runs + 1
     st.started_at, st.run_started_mono = chatgw.time(), chatgw.now()
     st.next_start_at, st.next_start_mono = nil, nil
@@ -117,10 +198,21 @@ local function main(st, run)
     else
       info("supervised loop restarted", fields(st, { restarts = st.restarts }))
     end
-    local ok, err = xpcall(run, traceback, { name = st.name, module = st.module, attempt = st.runs })
+    local ctx = { name = st.name, module = st.module, attempt = st.runs }
+    local ok, err
+    if clustered then
+      ok, err = run_in_child(st, run, ctx)
+    else
+      ok, err = xpcall(run, traceback, ctx)
+    end
     local ran = chatgw.now() - st.run_started_mono
     st.run_started_mono = nil
     if stopping(st) then return end
+    if clustered and st.lock_lost then
+      -- Not a failure: the lock went to another node (or Redis is gone); wait for it again.
+      st.lock_lost = nil
+      goto continue
+    end
 
     -- It failed or returned: restart after a backoff, unless the budget is spent.
     st.failures = (ran >= s.reset_ms) and 1 or st.failures + 1
@@ -154,13 +246,29 @@ local function main(st, run)
     st.history[#st.history + 1] = chatgw.now()
     st.restarts = st.restarts + 1
     m_restarts:inc({ name = st.name }, 1)
+    ::continue::
   end
+end
+
+-- A loop stopped for good (shutdown, stop()) gives its cluster lock up, so another node takes
+-- over at once; a reload keeps it (the new state takes it back with the same token).
+local releasing = 0
+local function release_cluster_lock(st)
+  local token = st.lock_token
+  st.lock_token = nil
+  if not token or chatgw._is_retired() then return end
+  releasing = releasing + 1
+  chatgw.spawn(function()
+    pcall(cluster.lock_release, st.lock, token)
+    releasing = releasing - 1
+  end)
 end
 
 local function supervisor(st, run)
   st.co = chatgw._co_self()
   local ok, err = pcall(main, st, run)
   st.co = nil -- the handle is only valid while this coroutine runs
+  if st.clustered then release_cluster_lock(st) end
   st.next_start_at, st.next_start_mono = nil, nil
   if not ok then
     st.last_error = tostring(err)
@@ -201,12 +309,15 @@ local function status(st)
     lock = st.lock,
     lock_state = st.lock_state,
     lock_error = st.lock_error,
+    lock_scope = st.lock and (st.clustered and "cluster" or "node") or nil,
+    lock_holder = st.clustered and st.lock_holder or nil,
+    lock_fence = st.clustered and st.lock_state == "held" and st.lock_fence or nil,
   }
 end
 
 local function is_down(st)
   if DOWN[st.state] then return true end
-  return st.state == "waiting_lock" and st.lock_state == "error"
+  return st.state == "waiting_lock" and (st.lock_state == "error" or st.lock_state == "lost")
 end
 
 function M.health()
@@ -244,7 +355,7 @@ local function start(spec, fname, internal)
   end
   for k in pairs(spec) do
     if not SPEC_KEYS[k] then
-      error(fname .. ": unknown option '" .. tostring(k) .. "' (known: name, module, run, lock)", 2)
+      error(fname .. ": unknown option '" .. tostring(k) .. "' (known: name, module, run, lock, lock_scope)", 2)
     end
   end
   local name = spec.name
@@ -261,9 +372,13 @@ local function start(spec, fname, internal)
     error(fname .. ": lock must match [a-z0-9_-]+ (at most 64 characters), got "
       .. (type(lock) == "string" and ("'" .. lock .. "'") or type(lock)), 2)
   end
+  local scope = spec.lock_scope
+  if scope ~= nil and scope ~= "cluster" and scope ~= "node" then
+    error(fname .. ": lock_scope must be \"cluster\" or \"node\", got " .. tostring(scope), 2)
+  end
   if loops[name] then error(fname .. ": a loop named '" .. name .. "' already exists", 2) end
   if chatgw._is_retired() then return nil, "cancelled: reload" end
-  local st = { name = name, module = module, lock = lock, state = "starting", runs = 0,
+  local st = { name = name, module = module, lock = lock, lock_scope = scope, state = "starting", runs = 0,
                restarts = 0, failures = 0, history = {}, internal = internal }
   loops[name] = st
   order[#order + 1] = name
@@ -276,6 +391,7 @@ local function start(spec, fname, internal)
       if not st.done then
         st.stop_reason = reason or "stopped"
         if st.co then chatgw._co_cancel(st.co, st.stop_reason) end
+        if st.child then chatgw._co_cancel(st.child, st.stop_reason) end
       end
       if loops[name] == st then
         loops[name] = nil
@@ -307,6 +423,7 @@ function M.stop_all(reason)
     if not st.done then
       st.stop_reason = reason
       if st.co then chatgw._co_cancel(st.co, reason) end
+      if st.child then chatgw._co_cancel(st.child, reason) end
     end
   end
 end
@@ -318,9 +435,9 @@ function M.wait_stopped(timeout_ms)
     local running = false
     for _, name in ipairs(order) do
       local st = loops[name]
-      if not st.done and st.co then running = true end
+      if (not st.done and st.co) or st.child then running = true end
     end
-    if not running then return true end
+    if not running and releasing == 0 then return true end
     if not sleep(10) then return false end
   end
   return false

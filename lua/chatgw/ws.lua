@@ -13,6 +13,7 @@ local url = require "chatgw.url"
 local auth = require "chatgw.auth"
 
 local C = chatgw._ws
+local cluster -- chatgw.cluster, set by install (this file also loads without the runtime)
 local type, pairs, ipairs, tostring, error, pcall, xpcall = type, pairs, ipairs, tostring, error, pcall, xpcall
 local traceback, sort = require("chatgw.errtrace").handler, table.sort
 
@@ -258,8 +259,15 @@ function ws.broadcast(event, payload, opts)
       error(f .. ": " .. k .. " must be a " .. FILTER_KEYS[k] .. ", got " .. type(v), 2)
     end
   end
-  return C.broadcast(event, encode_payload(f, payload), opts.role, opts.scope,
-    check_ids(f, "include", opts.include), check_ids(f, "exclude", opts.exclude))
+  local body = encode_payload(f, payload)
+  local include, exclude = check_ids(f, "include", opts.include), check_ids(f, "exclude", opts.exclude)
+  local n = C.broadcast(event, body, opts.role, opts.scope, include, exclude)
+  -- Cluster mode: the other nodes deliver it to their own connections (docs/cluster.md). A
+  -- broadcast to listed connections (include) names this node's connections only.
+  if include == nil and cluster and cluster.enabled then
+    cluster.publish("ws", { e = event, p = body, r = opts.role, s = opts.scope })
+  end
+  return n
 end
 
 function ws.send(conn_id, event, payload)
@@ -501,6 +509,13 @@ local function broadcast_route(req)
 end
 
 function M.install(runtime)
+  cluster = require "chatgw.cluster"
+  -- A broadcast published by another node: delivered here to the connections that match.
+  cluster.on("ws", function(m)
+    if type(m) == "table" and type(m.e) == "string" and type(m.p) == "string" then
+      C.broadcast(m.e, m.p, type(m.r) == "string" and m.r or nil, type(m.s) == "string" and m.s or nil)
+    end
+  end)
   R = runtime
   R.register_builtin_route({ method = "POST", path = "/v1/ws/broadcast", fn = broadcast_route,
     public = false, label = "POST /v1/ws/broadcast" })

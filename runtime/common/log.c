@@ -110,6 +110,12 @@ static void emit(log_level_t level, const char *p, size_t len) {
   g_out_len += len;
 }
 
+static char g_node[128];
+
+void log_set_node(const char *id) {
+  snprintf(g_node, sizeof g_node, "%s", id ? id : "");
+}
+
 void log_write(log_level_t level, const char *msg, const log_field_t *fields, size_t nfields) {
   if (!log_enabled(level)) return;
   char stack[2048]; /* most lines fit; an enormous one moves to the heap */
@@ -123,6 +129,10 @@ void log_write(log_level_t level, const char *msg, const log_field_t *fields, si
     textbuf_str(&l, log_level_name(level));
     textbuf_str(&l, "\",\"msg\":");
     textbuf_json_str(&l, msg ? msg : "");
+    if (g_node[0]) {
+      textbuf_str(&l, ",\"node\":");
+      textbuf_json_str(&l, g_node);
+    }
     for (size_t i = 0; i < nfields; i++) {
       if (!fields[i].key || !fields[i].value) continue;
       textbuf_add(&l, ",", 1);
@@ -141,6 +151,10 @@ void log_write(log_level_t level, const char *msg, const log_field_t *fields, si
     textbuf_str(&l, UPPER[(unsigned)level <= LOG_ERROR ? level : LOG_INFO]);
     textbuf_add(&l, " ", 1);
     textbuf_str(&l, msg ? msg : "");
+    if (g_node[0]) {
+      textbuf_str(&l, " node=");
+      textbuf_str(&l, g_node);
+    }
     for (size_t j = 0; j < nfields; j++) {
       if (!fields[j].key || !fields[j].value) continue;
       int quote = !fields[j].is_raw && strchr(fields[j].value, ' ');

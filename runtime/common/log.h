@@ -23,6 +23,9 @@ int log_level_parse(const char *name, log_level_t *out); /* "debug".."error": 0,
 const char *log_level_name(log_level_t level);
 int log_enabled(log_level_t level);
 void log_set_json(int json); /* force a format (tests) */
+/* cluster.node_id (docs/cluster.md): every line carries "node" while it is set (NULL or "":
+ * none, the default). */
+void log_set_node(const char *id);
 
 /* Buffer lines below ERROR and write them at log_flush() (the runtime flushes once per
  * loop turn and at exit). Off by default: every line is written at once. */

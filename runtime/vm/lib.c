@@ -22,6 +22,7 @@ int lib_open_state(lua_State *L, vm_t *vm, void *ud, char *err, size_t errlen) {
   lib_event_register(L, t, host);
   lib_crypto_register(L, t);
   lib_fs_register(L, t);
+  lib_redis_register(L, t, host);
   lua_setglobal(L, "chatgw");
 
   /* The runtime's Lua layer: sandbox, loader, router, dispatcher. */

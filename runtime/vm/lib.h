@@ -76,5 +76,8 @@ void lib_store_register(lua_State *L, int t, lib_host_t *host);
 void lib_event_register(lua_State *L, int t, lib_host_t *host);
 void lib_crypto_register(lua_State *L, int t);
 void lib_fs_register(lua_State *L, int t);
+void lib_redis_register(lua_State *L, int t, lib_host_t *host);
+/* Closes the Redis clients (process exit, before the loop closes). */
+void lib_redis_shutdown(void);
 
 #endif

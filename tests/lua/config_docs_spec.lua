@@ -20,7 +20,7 @@ local f = assert(io.open("docs/config.md", "rb"))
 local doc = f:read("*a")
 f:close()
 
-for _, section in ipairs({ "http", "lua", "watchdog", "ws", "chat", "channels", "providers", "ai", "notify", "tokens", "audit" }) do
+for _, section in ipairs({ "http", "lua", "watchdog", "cluster", "ws", "chat", "channels", "providers", "ai", "notify", "tokens", "audit" }) do
   print("# " .. section)
   local known = {}
   for _, r in ipairs(config.doc_rows(section)) do

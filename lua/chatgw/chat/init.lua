@@ -365,7 +365,7 @@ local function start_account(name, def, a)
     return
   end
   senders[name .. ":" .. acct] = supervisor.internal{ name = ("outbox.%s.%s"):format(name, acct),
-    module = "chat", lock = def.lock ~= false and lock_name(name, acct) or nil,
+    module = "chat", lock = def.lock ~= false and lock_name(name, acct) or nil, lock_scope = "node",
     run = function()
       replay(name, acct)
       return sender.run(def, acct)

@@ -372,7 +372,7 @@ function M.install(R)
     load_registry(shared:get("current") and "reload" or "boot")
     -- always: digests folded before a reload that turned the digest off still go out
     if chatgw._mode ~= "test" then
-      supervisor.internal{ name = "notify.digest", module = "notify", lock = "notify-digest",
+      supervisor.internal{ name = "notify.digest", module = "notify", lock = "notify-digest", lock_scope = "node",
         run = function()
           while true do
             local ok, err = pcall(deliver.flush_digests, chatgw.time())

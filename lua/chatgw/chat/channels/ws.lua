@@ -16,6 +16,7 @@ local chatgw = chatgw
 local chat = require "chatgw.chat"
 local json = require "chatgw.json"
 local wsmod = require "chatgw.ws"
+local cluster = require "chatgw.cluster"
 
 local M = {}
 
@@ -50,8 +51,10 @@ local function leave(conn_id, chat_id)
   set_members(chat_id, out)
 end
 
--- Sends chat.message to the members of chat_id holding chat.read (except `except`).
-local function fan_out(chat_id, payload, except)
+-- Sends chat.message to the members of chat_id holding chat.read (except `except`) on this
+-- node; with `publish`, the other nodes of a cluster send it to their own members.
+local function fan_out(chat_id, payload, except, publish)
+  if publish and cluster.enabled then cluster.publish("chat", { c = chat_id, p = payload }) end
   local include = {}
   for _, id in ipairs(members(chat_id)) do
     if id ~= except then include[#include + 1] = id end
@@ -59,6 +62,9 @@ local function fan_out(chat_id, payload, except)
   if #include == 0 then return 0 end
   return chatgw.ws.broadcast("chat.message", payload, { scope = "chat.read", include = include })
 end
+cluster.on("chat", function(m)
+  if type(m) == "table" and type(m.c) == "string" and type(m.p) == "table" then fan_out(m.c, m.p) end
+end)
 
 local function user_of(conn)
   return conn.device or conn.id
@@ -92,7 +98,7 @@ local function m_send(conn, params)
     return nil, rerr
   end
   fan_out(chat_id, { chat_id = chat_id, id = mid, text = params.text, format = "plain",
-    from = { id = user, name = conn.client and conn.client.id or user }, bot = false }, conn.id)
+    from = { id = user, name = conn.client and conn.client.id or user }, bot = false }, conn.id, true)
   return { id = mid }
 end
 
@@ -133,7 +139,7 @@ local function deliver(account, op)
   local id = "ws-" .. tostring(op.id)
   if b.buttons then pressable:set(op.chat_id .. "\0" .. id, b.text or b.caption or "", 86400000) end
   fan_out(op.chat_id, { chat_id = op.chat_id, id = id, text = b.text or b.caption or "", format = b.format or "plain",
-    buttons = b.buttons, reply_to = b.reply_to, from = { id = "bot", name = "bot" }, bot = true })
+    buttons = b.buttons, reply_to = b.reply_to, from = { id = "bot", name = "bot" }, bot = true }, nil, true)
   return { ok = true, message_id = id }
 end
 

@@ -44,9 +44,11 @@ local M = { handlers = {}, routers = {} }
 M.register_handler_key = loader.register_key
 M.register_config_section = config.register_section
 
--- Health contributors (later modules: supervised loops, channels, ...): name -> fn() returning
--- a table with at least `status` ("ok" or "degraded"). Shown under `checks` in verbose health;
--- any "degraded" makes the overall status "degraded".
+-- Health contributors (later modules: supervised loops, channels, ...): name -> fn(brief)
+-- returning a table with at least `status` ("ok" or "degraded"). Shown under `checks` in verbose
+-- health; any "degraded" makes the overall status "degraded". brief (the plain GET /health, a
+-- probe's every few seconds and a benchmark's every request): only `status` is read, so a check
+-- may skip what costs (the chat layer's outbox depth, a store query).
 local health_checks, health_order = {}, {}
 function M.register_health(name, fn)
   if not health_checks[name] then health_order[#health_order + 1] = name end
@@ -56,7 +58,7 @@ end
 -- A failed reload leaves the old handlers running: degraded, with the problems, until a reload
 -- succeeds (the operator's edit is not live, and a restart would not start).
 M.register_health("reload", function()
-  local r = chatgw._runtime_info().reloads
+  local r = chatgw._runtime_info("reloads")
   if r and r.last_result == "failed" then
     return { status = "degraded", last_error = r.last_error, last_time = r.last_time }
   end
@@ -66,7 +68,7 @@ end)
 -- TLS listeners (docs/operations.md, "TLS"): degraded while a listener's last certificate load
 -- failed (it serves with the previous one). No TLS listener: no check.
 M.register_health("tls", function()
-  local t = chatgw._runtime_info().tls
+  local t = chatgw._runtime_info("tls")
   if not t then return nil end
   local status, failed = "ok", nil
   for name, l in pairs(t) do
@@ -79,10 +81,10 @@ M.register_health("tls", function()
   return { status = status, last_error = failed }
 end)
 
-local function run_health_checks()
+local function run_health_checks(brief)
   local checks, status = nil, "ok"
   for _, name in ipairs(health_order) do
-    local ok, r = pcall(health_checks[name])
+    local ok, r = pcall(health_checks[name], brief)
     if not ok then r = { status = "degraded", error = tostring(r) } end
     checks = checks or {}
     checks[name] = r
@@ -112,8 +114,9 @@ end
 local verbose_health
 
 local function health(req)
-  local status, checks = run_health_checks()
-  if req.query.verbose ~= "1" and req.query.verbose ~= "true" then
+  local verbose = req.query_string ~= "" and (req.query.verbose == "1" or req.query.verbose == "true")
+  local status, checks = run_health_checks(not verbose)
+  if not verbose then
     if status == "ok" then return 200, HEALTH_OK, JSON_HEADERS end
     return { ok = true, status = status, reload_error = checks.reload and checks.reload.last_error }
   end

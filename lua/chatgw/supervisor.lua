@@ -270,6 +270,8 @@ local function start(spec, fname, internal)
   if not internal then ensure_health() end
   chatgw.spawn(supervisor, st, spec.run)
   return { name = name, status = function() return status(st) end,
+    state = function() return st.state end, -- what status().state says, without the rest
+
     -- Stops this loop for good (the gateway registry's stop of a bot): cancelled at its next
     -- wait, and its name free at once for a new loop.
     stop = function(reason)

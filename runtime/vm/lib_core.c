@@ -338,12 +338,41 @@ static int l_listdir(lua_State *L) {
   return 1;
 }
 
-/* chatgw._runtime_info() -> table for /health?verbose=1 */
+static void push_reloads(lua_State *L, const lib_reload_stats_t *r) {
+  lua_newtable(L);
+  lib_set_num(L, "count", (double)r->count);
+  lib_set_num(L, "ok", (double)r->ok);
+  lib_set_num(L, "failed", (double)r->failed);
+  if (r->count) {
+    lib_set_num(L, "last_time", r->last_time);
+    lua_pushstring(L, r->last_ok ? "ok" : "failed");
+    lua_setfield(L, -2, "last_result");
+  }
+  if (r->last_error[0]) {
+    lua_pushstring(L, r->last_error);
+    lua_setfield(L, -2, "last_error");
+  }
+}
+
+static void set_tls(lua_State *L, const lib_host_t *host);
+
+/* chatgw._runtime_info() -> table for /health?verbose=1; chatgw._runtime_info("reloads") and
+ * ("tls") -> only that part (nil: no TLS listener), for the plain /health's checks. */
 static int l_runtime_info(lua_State *L) {
   vm_t *vm = upvalue_vm(L);
   const lib_host_t *host = upvalue_host(L);
   const lib_reload_stats_t *r = &host->reloads;
+  const char *part = lua_tostring(L, 1);
+  if (part && strcmp(part, "reloads") == 0) {
+    push_reloads(L, r);
+    return 1;
+  }
   lua_newtable(L);
+  if (part && strcmp(part, "tls") == 0) {
+    set_tls(L, host);
+    lua_getfield(L, -1, "tls");
+    return 1;
+  }
   lua_pushstring(L, CHATGW_VERSION);
   lua_setfield(L, -2, "version");
   lib_set_num(L, "uptime_s", (double)(uv_now(host->loop) - host->started_ms) / 1000.0);
@@ -374,21 +403,14 @@ static int l_runtime_info(lua_State *L) {
     lua_setfield(L, -2, "last_worker_exit");
   }
   lua_setfield(L, -2, "process");
-  lua_newtable(L);
-  lib_set_num(L, "count", (double)r->count);
-  lib_set_num(L, "ok", (double)r->ok);
-  lib_set_num(L, "failed", (double)r->failed);
-  if (r->count) {
-    lib_set_num(L, "last_time", r->last_time);
-    lua_pushstring(L, r->last_ok ? "ok" : "failed");
-    lua_setfield(L, -2, "last_result");
-  }
-  if (r->last_error[0]) {
-    lua_pushstring(L, r->last_error);
-    lua_setfield(L, -2, "last_error");
-  }
+  push_reloads(L, r);
   lua_setfield(L, -2, "reloads");
-  /* tls: listener -> its certificate (only TLS listeners; no table without one) */
+  set_tls(L, host);
+  return 1;
+}
+
+/* t.tls (t at the top): listener -> its certificate (only TLS listeners; none without one) */
+static void set_tls(lua_State *L, const lib_host_t *host) {
   tls_info_t ti;
   const char *lname = NULL;
   for (int i = 0; host->http && http_server_tls_info(host->http, i, &lname, &ti) == 0; i++) {
@@ -421,7 +443,6 @@ static int l_runtime_info(lua_State *L) {
     lua_setfield(L, -2, lname);
   }
   if (host->http && lname) lua_pop(L, 1);
-  return 1;
 }
 
 /* chatgw._tls_check(listener, cert, key) -> nil | "why" (chatgw check: the files a TLS listener

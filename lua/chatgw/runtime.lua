@@ -1,6 +1,7 @@
 -- chatgw.runtime: the Lua side of the runtime. C calls load() in a fresh state (boot and
 -- every reload), dispatch(req) for each HTTP request and shutdown() on SIGTERM.
 local chatgw = chatgw
+local cffi = require "chatgw.cffi" -- first: it takes chatgw._ffi, before any other module runs
 local config = require "chatgw.config"
 local json = require "chatgw.json"
 local loader = require "chatgw.loader"
@@ -10,8 +11,9 @@ local parse_query = require("chatgw.url").parse_query
 local errtrace = require "chatgw.errtrace"
 local auth = require "chatgw.auth"
 local type, pairs, tostring, xpcall, traceback = type, pairs, tostring, xpcall, errtrace.handler
+local setmetatable, rawget, rawset = setmetatable, rawget, rawset
 local find, lower = string.find, string.lower
-local co_label = chatgw._co_label
+local co_label = cffi.co_label
 
 chatgw.json = json
 require "chatgw.http" -- chatgw.http.request (lua/chatgw/http.lua)
@@ -36,6 +38,17 @@ do -- chatgw.yaml: lyaml with nil, err on bad input instead of a raise
       return lyaml.dump({ value })
     end,
   }
+end
+
+-- CHATGW_JIT_LOG=FILE: the JIT's trace log (LuaJIT's jit.v: each trace, abort and its reason)
+-- of this state, for checking that the request path compiles (bench/README.md). The runtime's
+-- to turn on: the sandbox below takes jit.* from handlers.
+do
+  local log_file = os.getenv("CHATGW_JIT_LOG")
+  if log_file and log_file ~= "" then
+    local ok, v = pcall(require, "jit.v")
+    if ok then v.on(log_file) else chatgw.log.warn("CHATGW_JIT_LOG: jit.v not found", { error = tostring(v) }) end
+  end
 end
 
 sandbox.apply()
@@ -394,7 +407,20 @@ local function after_call(req, route, who, status)
   end
 end
 
+-- req.query is decoded the first time it is read (a __index on req; most handlers never read it):
+-- a real table from then on, as before. LuaJIT ignores __pairs, so pairs(req) lists it only once
+-- read.
+local REQ_MT = { __index = function(req, k)
+  if k == "query" then
+    local q = parse_query(rawget(req, "query_string") or "")
+    rawset(req, "query", q)
+    return q
+  end
+  return nil
+end }
+
 function M.dispatch(req)
+  setmetatable(req, REQ_MT)
   local guard = guards[req.listener]
   if guard then
     local ok, s, b, h = pcall(guard, req)
@@ -439,7 +465,6 @@ function M.dispatch(req)
   end
   local caller = not route.public and #call_hooks > 0 and req.auth
   req.params = params
-  req.query = parse_query(req.query_string)
   local body = req.body
   if body ~= "" then
     local ct = headers["content-type"]

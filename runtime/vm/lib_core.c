@@ -298,6 +298,48 @@ static int l_auth(lua_State *L) {
   return 1;
 }
 
+/* ---- FFI hot paths (lua/chatgw/cffi.lua): C functions the runtime's Lua layer calls through
+ * ffi.cast function pointers, with no exported symbol. They check their arguments (a NULL or
+ * an empty string is answered, never read), and handlers cannot reach them (no raw ffi). ---- */
+
+void lib_ffi_table(lua_State *L, int t) {
+  lua_getfield(L, t, "_ffi");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, t, "_ffi");
+  }
+}
+
+void lib_ffi_set(lua_State *L, int t, const char *name, void *p) {
+  lib_ffi_table(L, t);
+  lua_pushlightuserdata(L, p);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+}
+
+/* The gateway token's bearer check, as chatgw._auth: 1 when header (len bytes) carries it. */
+static int ffi_auth(const lib_host_t *host, const char *h, size_t len) {
+  const char *given = NULL;
+  size_t gl = 0;
+  if (!host || !h) return 0;
+  return host->token_len && str_bearer(h, len, &given, &gl) &&
+         str_ct_equal(given, gl, host->token, host->token_len);
+}
+
+/* chatgw._co_label's work: what (and file, may be NULL) label the running coroutine. */
+static void ffi_co_label(const char *what, const char *file) {
+  co_t *co = vm_current();
+  if (!co || !what) return;
+  char label[WATCHDOG_LABEL_MAX];
+  if (file)
+    snprintf(label, sizeof label, "%s (%s)", what, file);
+  else
+    snprintf(label, sizeof label, "%s", what);
+  vm_co_set_label(co, label);
+}
+
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -520,6 +562,9 @@ void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
     lua_pushcclosure(L, r->func, 2);
     lua_setfield(L, t, r->name);
   }
+  lib_ffi_set(L, t, "host", host);
+  lib_ffi_set(L, t, "auth", (void *)ffi_auth);
+  lib_ffi_set(L, t, "co_label", (void *)ffi_co_label);
   lua_pushlightuserdata(L, host); /* the bearer check of every request: one upvalue */
   lua_pushcclosure(L, l_auth, 1);
   lua_setfield(L, t, "_auth");

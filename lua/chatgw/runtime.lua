@@ -70,7 +70,12 @@ end
 
 -- A failed reload leaves the old handlers running: degraded, with the problems, until a reload
 -- succeeds (the operator's edit is not live, and a restart would not start).
-M.register_health("reload", function()
+local BRIEF_OK = { status = "ok" } -- a check's answer to the plain /health (nothing may change it)
+M.BRIEF_OK = BRIEF_OK
+local health_flags = cffi.health_flags
+
+M.register_health("reload", function(brief)
+  if brief and not health_flags() then return BRIEF_OK end
   local r = chatgw._runtime_info("reloads")
   if r and r.last_result == "failed" then
     return { status = "degraded", last_error = r.last_error, last_time = r.last_time }
@@ -80,7 +85,11 @@ end)
 
 -- TLS listeners (docs/operations.md, "TLS"): degraded while a listener's last certificate load
 -- failed (it serves with the previous one). No TLS listener: no check.
-M.register_health("tls", function()
+M.register_health("tls", function(brief)
+  if brief then
+    local _, tls_failed = health_flags()
+    if not tls_failed then return BRIEF_OK end
+  end
   local t = chatgw._runtime_info("tls")
   if not t then return nil end
   local status, failed = "ok", nil
@@ -96,12 +105,15 @@ end)
 
 local function run_health_checks(brief)
   local checks, status = nil, "ok"
-  for _, name in ipairs(health_order) do
+  for i = 1, #health_order do
+    local name = health_order[i]
     local ok, r = pcall(health_checks[name], brief)
     if not ok then r = { status = "degraded", error = tostring(r) } end
-    checks = checks or {}
-    checks[name] = r
     if type(r) == "table" and r.status == "degraded" then status = "degraded" end
+    if not brief or r ~= BRIEF_OK then
+      checks = checks or {}
+      checks[name] = r
+    end
   end
   return status, checks
 end
@@ -131,7 +143,7 @@ local function health(req)
   local status, checks = run_health_checks(not verbose)
   if not verbose then
     if status == "ok" then return 200, HEALTH_OK, JSON_HEADERS end
-    return { ok = true, status = status, reload_error = checks.reload and checks.reload.last_error }
+    return { ok = true, status = status, reload_error = checks and checks.reload and checks.reload.last_error }
   end
   return verbose_health(status, checks)
 end
@@ -407,11 +419,29 @@ local function after_call(req, route, who, status)
   end
 end
 
--- req.query is decoded the first time it is read (a __index on req; most handlers never read it):
--- a real table from then on, as before. LuaJIT ignores __pairs, so pairs(req) lists it only once
--- read.
+-- The request table is lazy: C gives it the scalar fields and body, and a handle on the request
+-- (runtime/vm/request.c) while it runs; req.headers is built through the FFI the first time it is
+-- read, req.query is decoded from req.query_string the first time, a static route's empty
+-- req.params is made the first time (a __index on req; most handlers read none of them). Each is a real table from then on, as before; LuaJIT ignores __pairs, so
+-- pairs(req) lists them only once read. The dispatcher reads single headers (authorization,
+-- content-type) without building the table.
+local req_header, req_headers = cffi.req_header, cffi.req_headers
+local handles = setmetatable({}, { __mode = "k" }) -- req -> its C handle while it runs
+
 local REQ_MT = { __index = function(req, k)
-  if k == "query" then
+  if k == "headers" then
+    local h = handles[req]
+    local t = h and req_headers(h)
+    if not t then
+      error("req.headers: first read after the response was sent (read it while the request runs)", 2)
+    end
+    rawset(req, "headers", t)
+    return t
+  elseif k == "params" then -- a static route's: empty, made when read
+    local p = {}
+    rawset(req, "params", p)
+    return p
+  elseif k == "query" then
     local q = parse_query(rawget(req, "query_string") or "")
     rawset(req, "query", q)
     return q
@@ -419,8 +449,17 @@ local REQ_MT = { __index = function(req, k)
   return nil
 end }
 
-function M.dispatch(req)
-  setmetatable(req, REQ_MT)
+-- Header name (lower case) of req: from req.headers once it exists, else through the FFI.
+local function header(req, handle, name)
+  local hs = rawget(req, "headers")
+  if hs then return hs[name] end
+  if not handle then return nil end
+  local v = req_header(handle, name)
+  if v == false then return req.headers[name] end -- repeated: joined, as the table has it
+  return v
+end
+
+local function dispatch(req, handle)
   local guard = guards[req.listener]
   if guard then
     local ok, s, b, h = pcall(guard, req)
@@ -449,9 +488,8 @@ function M.dispatch(req)
     return s, b, h, nil
   end
   local label = route.label
-  local headers = req.headers
   if not route.public then
-    local who = auth.check(headers.authorization)
+    local who = auth.check(header(req, handle, "authorization"))
     if not who then
       local s, b, h = json_error(401, "unauthorized", { ["WWW-Authenticate"] = "Bearer" })
       return s, b, h, label
@@ -464,10 +502,10 @@ function M.dispatch(req)
     req.auth = who.public -- { name, scopes }: the handler may ask who called
   end
   local caller = not route.public and #call_hooks > 0 and req.auth
-  req.params = params
+  if params then req.params = params end
   local body = req.body
   if body ~= "" then
-    local ct = headers["content-type"]
+    local ct = header(req, handle, "content-type")
     if ct and find(ct, "json", 1, true) then
       local v, err = json.decode(body)
       if v == nil and err then
@@ -481,9 +519,19 @@ function M.dispatch(req)
     end
   end
   co_label(label, route.file)
-  local s, b, h = run_handler(route, req)
+  local s, b, hs = run_handler(route, req)
   if caller then after_call(req, route, caller, s) end
-  return s, b, h, label
+  return s, b, hs, label
+end
+
+-- C calls it for each request: req, and its handle (nil when C built req.headers itself).
+function M.dispatch(req, handle)
+  setmetatable(req, REQ_MT)
+  if handle == nil then return dispatch(req, nil) end
+  handles[req] = handle
+  local s, b, hs, label = dispatch(req, handle)
+  handles[req] = nil -- the request is answered next: its headers cannot be read any more
+  return s, b, hs, label
 end
 
 -- ---- start: once a loaded state's store is open, before it becomes current ----

@@ -209,7 +209,15 @@ local function is_down(st)
   return st.state == "waiting_lock" and st.lock_state == "error"
 end
 
-function M.health()
+local DEGRADED = { status = "degraded" }
+function M.health(brief)
+  if brief then -- the plain /health: the status only
+    for i = 1, #order do
+      local st = loops[order[i]]
+      if not st.internal and is_down(st) then return DEGRADED end
+    end
+    return runtime.BRIEF_OK
+  end
   local out, status_ = {}, "ok"
   for _, name in ipairs(order) do
     local st = loops[name]

@@ -332,12 +332,39 @@ static int ffi_auth(const lib_host_t *host, const char *h, size_t len) {
 static void ffi_co_label(const char *what, const char *file) {
   co_t *co = vm_current();
   if (!co || !what) return;
-  char label[WATCHDOG_LABEL_MAX];
-  if (file)
-    snprintf(label, sizeof label, "%s (%s)", what, file);
-  else
-    snprintf(label, sizeof label, "%s", what);
-  vm_co_set_label(co, label);
+  if (file) {
+    char f[WATCHDOG_LABEL_MAX];
+    size_t l = strlen(file);
+    if (l > sizeof f - 2) l = sizeof f - 2;
+    memcpy(f, file, l);
+    f[l] = ')';
+    f[l + 1] = 0;
+    vm_co_set_label3(co, what, " (", f);
+  } else {
+    vm_co_set_label3(co, what, NULL, NULL);
+  }
+}
+
+/* The plain /health's view of the reload and TLS checks: bit 1 when the last reload failed, bit 2
+ * when a TLS listener's last certificate load failed (then the checks ask _runtime_info for the
+ * details). */
+static int ffi_health_flags(const lib_host_t *host) {
+  if (!host) return 0;
+  int flags = 0;
+  if (host->reloads.count && !host->reloads.last_ok) flags |= 1;
+  tls_info_t ti;
+  const char *lname = NULL;
+  for (int i = 0; host->http && http_server_tls_info(host->http, i, &lname, &ti) == 0; i++)
+    if (ti.last_error && ti.last_error[0]) flags |= 2;
+  return flags;
+}
+
+static double ffi_time(void) {
+  return clock_wall_s();
+}
+
+static double ffi_now(void) {
+  return (double)uv_hrtime() / 1e6;
 }
 
 static int cmp_str(const void *a, const void *b) {
@@ -565,6 +592,9 @@ void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
   lib_ffi_set(L, t, "host", host);
   lib_ffi_set(L, t, "auth", (void *)ffi_auth);
   lib_ffi_set(L, t, "co_label", (void *)ffi_co_label);
+  lib_ffi_set(L, t, "health_flags", (void *)ffi_health_flags);
+  lib_ffi_set(L, t, "time", (void *)ffi_time);
+  lib_ffi_set(L, t, "now", (void *)ffi_now);
   lua_pushlightuserdata(L, host); /* the bearer check of every request: one upvalue */
   lua_pushcclosure(L, l_auth, 1);
   lua_setfield(L, t, "_auth");

@@ -303,6 +303,29 @@ static int ffi_shared_incr(const lib_host_t *host, shared_dict_t *d, const char 
   return shared_incr(d, key, klen, by, has_init, init, 0, uv_now(host->loop), out);
 }
 
+/* FFI hot path of d:get: 0 absent, 1 a string (*str, *len: copied at once by the caller, they
+ * point into the dict), 2 a number (*num), 3 a boolean (*num 0 or 1), -4 bad arguments. */
+static int ffi_shared_get(const lib_host_t *host, shared_dict_t *d, const char *key, size_t klen,
+                          const char **str, size_t *len, double *num) {
+  if (!host || !d || !key || klen == 0 || !str || !len || !num) return -4;
+  shared_value_t v;
+  if (!shared_get(d, key, klen, uv_now(host->loop), &v)) return 0;
+  switch (v.type) {
+  case SHARED_STRING:
+    *str = v.str;
+    *len = v.len;
+    return 1;
+  case SHARED_NUMBER:
+    *num = v.num;
+    return 2;
+  case SHARED_BOOLEAN:
+    *num = v.boolean ? 1 : 0;
+    return 3;
+  default:
+    return 0;
+  }
+}
+
 /* _ffi.shared_ptr(d) -> the C dictionary of a shared dict object (a lightuserdata), or nil */
 static int l_dict_ptr(lua_State *L) {
   ldict_t *ud = luaL_testudata(L, 1, DICT_MT);
@@ -339,6 +362,7 @@ void lib_shared_register(lua_State *L, int t, lib_host_t *host) {
   }
   lua_pop(L, 1);
   lib_ffi_set(L, t, "shared_incr", (void *)ffi_shared_incr);
+  lib_ffi_set(L, t, "shared_get", (void *)ffi_shared_get);
   lua_pushcfunction(L, l_shared);
   lua_setfield(L, t, "shared");
 }

@@ -64,7 +64,8 @@ function M.account_state(channel, account)
   return s and json.decode(s) or nil
 end
 
-local function default_accounts() return { { name = "default" } } end
+local DEFAULT_ACCOUNTS = { { name = "default" } } -- read only
+local function default_accounts() return DEFAULT_ACCOUNTS end
 local function accounts_of(def)
   local ok, list = pcall(def.accounts or default_accounts)
   if not ok or type(list) ~= "table" then return {} end
@@ -92,11 +93,21 @@ end
 -- depth (a store query), no JSON decode of a state seen before, no adapter fields (they add
 -- detail, never the state).
 local brief_seen = {} -- key -> { raw, state } of the last state string decoded
+local brief_keys = {} -- channel -> account -> "channel:account"
 local function channel_status_brief()
   for _, name in ipairs(channel_order) do
     local def = channels[name]
+    local keys = brief_keys[name]
+    if not keys then
+      keys = {}
+      brief_keys[name] = keys
+    end
     for _, a in ipairs(accounts_of(def)) do
-      local key = name .. ":" .. a.name
+      local key = keys[a.name]
+      if not key then
+        key = name .. ":" .. a.name
+        keys[a.name] = key
+      end
       local raw = states:get(key)
       if raw then
         local seen = brief_seen[key]
@@ -118,7 +129,10 @@ local function channel_status_brief()
 end
 
 local function channel_health(brief)
-  if brief then return { status = channel_status_brief() } end
+  if brief then
+    local st = channel_status_brief()
+    return st == "ok" and R.BRIEF_OK or { status = st }
+  end
   local out, degraded = {}, false
   for _, name in ipairs(channel_order) do
     local def = channels[name]

@@ -21,6 +21,7 @@ if type(P) ~= "table" then
     health_flags = function() return false, false end,
     req_header = function() return false end,
     req_headers = function() return nil end,
+    req_new = function() return nil end,
   }
 end
 chatgw._ffi = nil
@@ -35,14 +36,42 @@ local c_header = ffi.cast("const char *(*)(uint64_t, const char *, size_t, size_
 local c_header_at = ffi.cast("int (*)(uint64_t, size_t, const char **, size_t *, const char **, size_t *)",
   P.req_header_at)
 
+ffi.cdef[[
+typedef struct {
+  const char *method, *path, *query, *body, *remote_addr, *id, *listener;
+  size_t method_len, path_len, query_len, body_len, remote_len, id_len, listener_len;
+  int remote_port;
+} chatgw_req_view_t;
+]]
+local c_view = ffi.cast("const chatgw_req_view_t *(*)(uint64_t)", P.req_view)
+
 local M = {}
 
--- ---- a running request's headers (runtime/vm/request.c): h is the handle C gave the dispatcher ----
+-- ---- a running request's fields and headers (runtime/vm/request.c): h is the handle C gave the dispatcher ----
 
 local vlen, count = ffi.new("size_t[1]"), ffi.new("int[1]")
 local np, nl, vp, vl = ffi.new("const char *[1]"), ffi.new("size_t[1]"), ffi.new("const char *[1]"),
   ffi.new("size_t[1]")
 local fstring = ffi.string
+
+-- The request table of the running request h as C built it before (runtime/vm/request.c), without
+-- its headers; nil when h names none.
+function M.req_new(h)
+  local v = c_view(h)
+  if v == nil then return nil end
+  return {
+    method = fstring(v.method, v.method_len),
+    path = fstring(v.path, v.path_len),
+    query_string = fstring(v.query, v.query_len),
+    body = fstring(v.body, v.body_len),
+    remote_addr = fstring(v.remote_addr, v.remote_len),
+    remote_port = v.remote_port,
+    id = fstring(v.id, v.id_len),
+    listener = fstring(v.listener, v.listener_len),
+    -- room for what the dispatcher and the lazy fields add (no rehash on the way)
+    headers = nil, query = nil, params = nil, auth = nil, json = nil,
+  }
+end
 
 -- The value of header name (lower case), nil when absent, false when it repeats (then its value
 -- is the values joined, from the table) or the request is answered.

@@ -419,8 +419,8 @@ local function after_call(req, route, who, status)
   end
 end
 
--- The request table is lazy: C gives it the scalar fields and body, and a handle on the request
--- (runtime/vm/request.c) while it runs; req.headers is built through the FFI the first time it is
+-- The request table is lazy: it is built here from the request's scalar fields and body, read
+-- through the FFI with the handle C gives the dispatcher (runtime/vm/request.c) while it runs; req.headers is built through the FFI the first time it is
 -- read, req.query is decoded from req.query_string the first time, a static route's empty
 -- req.params is made the first time (a __index on req; most handlers read none of them). Each is a real table from then on, as before; LuaJIT ignores __pairs, so
 -- pairs(req) lists them only once read. The dispatcher reads single headers (authorization,
@@ -524,10 +524,12 @@ local function dispatch(req, handle)
   return s, b, hs, label
 end
 
--- C calls it for each request: req, and its handle (nil when C built req.headers itself).
+-- C calls it for each request: false and the request's handle (req is built here, through the
+-- FFI), or req whole and nil (C could not give a handle).
+local req_new = cffi.req_new
 function M.dispatch(req, handle)
-  setmetatable(req, REQ_MT)
-  if handle == nil then return dispatch(req, nil) end
+  if handle == nil then return dispatch(setmetatable(req, REQ_MT), nil) end
+  req = setmetatable(req_new(handle), REQ_MT)
   handles[req] = handle
   local s, b, hs, label = dispatch(req, handle)
   handles[req] = nil -- the request is answered next: its headers cannot be read any more

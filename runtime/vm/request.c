@@ -105,6 +105,45 @@ static int ffi_req_header_at(uint64_t h, size_t i, const char **name, size_t *nl
   return 1;
 }
 
+/* The request's scalar fields and body as the Lua side builds req from them (lua/chatgw/cffi.lua
+ * declares the same struct). One per process: read at once, before anything else runs. */
+typedef struct {
+  const char *method, *path, *query, *body, *remote_addr, *id, *listener;
+  size_t method_len, path_len, query_len, body_len, remote_len, id_len, listener_len;
+  int remote_port;
+} req_view_t;
+
+static const char *nz(const char *s) {
+  return s ? s : "";
+}
+
+/* The fields of the running request h, or NULL when h names none. */
+static const req_view_t *ffi_req_view(uint64_t h) {
+  static req_view_t v;
+  http_request_t *req = slot_get(h);
+  if (!req) return NULL;
+  v.method = nz(req->method);
+  v.method_len = strlen(v.method);
+  v.path = nz(req->path);
+  v.path_len = strlen(v.path);
+  v.query = nz(req->query);
+  v.query_len = strlen(v.query);
+  v.body = req->body ? req->body : "";
+  v.body_len = req->body ? req->body_len : 0;
+  v.remote_addr = nz(req->remote_addr);
+  v.remote_len = strlen(v.remote_addr);
+  v.id = nz(req->request_id);
+  v.id_len = strlen(v.id);
+  v.listener = nz(req->listener);
+  v.listener_len = strlen(v.listener);
+  v.remote_port = req->remote_port;
+  return &v;
+}
+
+void *request_ffi_view(void) {
+  return (void *)ffi_req_view;
+}
+
 void *request_ffi_header(void) {
   return (void *)ffi_req_header;
 }
@@ -135,9 +174,9 @@ static void push_headers(lua_State *L, http_request_t *req) {
   }
 }
 
-/* The request table; with a handle (h != 0) req.headers is left to the dispatcher, which builds
- * it the first time it is read (lua/chatgw/runtime.lua). */
-static void push_request(lua_State *L, http_request_t *req, uint64_t h) {
+/* The request table, whole: only when no handle could be had (out of memory), else the
+ * dispatcher builds it through the FFI (ffi_req_view) and req.headers on first read. */
+static void push_request(lua_State *L, http_request_t *req) {
   lua_createtable(L, 0, 12);
   lua_pushstring(L, req->method);
   lua_setfield(L, -2, "method");
@@ -145,10 +184,8 @@ static void push_request(lua_State *L, http_request_t *req, uint64_t h) {
   lua_setfield(L, -2, "path");
   lua_pushstring(L, req->query);
   lua_setfield(L, -2, "query_string");
-  if (!h) {
-    push_headers(L, req);
-    lua_setfield(L, -2, "headers");
-  }
+  push_headers(L, req);
+  lua_setfield(L, -2, "headers");
   lua_pushlstring(L, req->body ? req->body : "", req->body_len);
   lua_setfield(L, -2, "body");
   lua_pushstring(L, req->remote_addr);
@@ -306,11 +343,13 @@ void request_dispatch(vm_t *vm, http_request_t *req) {
   req->user = (void *)(uintptr_t)h;
   lua_pushlightuserdata(L, &g_dispatcher_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
-  push_request(L, req, h);
-  if (h)
+  if (h) { /* the Lua side builds req through the FFI (ffi_req_view) */
+    lua_pushboolean(L, 0);
     lua_pushnumber(L, (lua_Number)h); /* < 2^52: exact in a double */
-  else
+  } else {
+    push_request(L, req);
     lua_pushnil(L);
+  }
   co_t *co = vm_spawn_labeled3(vm, CO_REQUEST, 2, request_done, req, req->method, " ", req->path);
   if (!co) {
     slot_release(h);

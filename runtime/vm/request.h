@@ -23,6 +23,7 @@ void request_precheck(vm_t *vm, http_request_t *req);
  * over as function pointers): runtime.dispatch(req, handle) builds req.headers from them on first
  * read and reads single headers (authorization, content-type) without the table. */
 void *request_ffi_header(void);
+void *request_ffi_view(void);
 void *request_ffi_header_at(void);
 /* Answer req on vm. */
 void request_dispatch(vm_t *vm, http_request_t *req);

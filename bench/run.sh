@@ -95,10 +95,13 @@ log:
   level: "$level"
 EOF
   # stderr (the JSON log, one access-log line per request at level info) goes to /dev/null.
+  # --no-master: one process that serves, as nginx runs with master_process off, so that the PID
+  # whose /proc/PID/stat run.sh reads is the one doing the work (with the master, it would be the
+  # idle master and every CPU figure would read 0).
   # The config file sets host/port/log level; clear env overrides that could contradict it.
   (cd "$dir" && exec env -u CHAT_GATEWAY_HOST -u CHAT_GATEWAY_PORT -u CHAT_GATEWAY_LOG_LEVEL \
     -u CHAT_GATEWAY_DATA_DIR CHAT_GATEWAY_TOKEN="$TOKEN" \
-    taskset -c "$SERVER_CPU" "$CHATGW_BIN" run "$BENCH_DIR/handlers" --config "$dir/chatgw.yml" \
+    taskset -c "$SERVER_CPU" "$CHATGW_BIN" run --no-master "$BENCH_DIR/handlers" --config "$dir/chatgw.yml" \
     </dev/null >/dev/null 2>/dev/null) &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")

@@ -161,6 +161,32 @@ function M.count(kind, fields, key)
   return true
 end
 
+-- The calls hook's count (lua/chatgw/audit/calls.lua): key as for count; the fields are made only
+-- when the row is not pending yet, so a call whose row is pending costs two lookups.
+local pk_of, pk_hour, npk = {}, nil, 0 -- key -> key .. "\0" .. hour, for the current hour
+function M.count_call(kind, key, who, addr, label, method, status)
+  local now = chatgw.time()
+  local hour = floor(now / 3600) * 3600
+  if hour ~= pk_hour or npk >= 4096 then pk_of, pk_hour, npk = {}, hour, 0 end
+  local pk = pk_of[key]
+  if not pk then
+    pk = key .. "\0" .. hour
+    pk_of[key] = pk
+    npk = npk + 1
+  end
+  local c = pending[pk]
+  if c then
+    c.k, c.last_at = c.k + 1, now
+    if not flushing then
+      flushing = true
+      chatgw._spawn_task(flush)
+    end
+    return true
+  end
+  local detail = status ~= nil and { method = method, route = label, status = status } or { method = method, route = label }
+  return M.count(kind, { who = who, addr = addr, what = label, detail = detail }, key)
+end
+
 -- A configuration file read (re)loaded: recorded when its hash differs from the one recorded
 -- last (in this process: the first load after boot always is). info: { source, hash, reason? }.
 -- Before this state's start hook has run (load steps), it waits for it.

@@ -13,6 +13,7 @@
 -- and the default of a handler route). Tokens are kept as SHA-256 digests and compared in
 -- constant time; the values of token_env are read at each load (a reload picks up a change).
 local config = require "chatgw.config"
+local gateway_auth = require("chatgw.cffi").auth -- chatgw._auth through the FFI
 
 local type, ipairs, pairs, getenv = type, ipairs, pairs, os.getenv
 local sub, find = string.sub, string.find
@@ -129,7 +130,7 @@ end
 -- Who sends this Authorization header: GATEWAY, a tokens entry, or nil. The gateway token is
 -- checked first, in C: the common case costs what it did before scopes.
 function M.check(header)
-  if chatgw._auth(header) then return GATEWAY end
+  if gateway_auth(header) then return GATEWAY end
   if #entries == 0 then return nil end
   return entry_of(bearer(header))
 end
@@ -144,7 +145,7 @@ end
 local ALL = { all = true }
 function M.ws_grant(token)
   if type(token) ~= "string" or token == "" then return nil end
-  if chatgw._auth("Bearer " .. token) then return ALL end
+  if gateway_auth("Bearer " .. token) then return ALL end
   local e = entry_of(token)
   if not e then return nil end
   if e.all then return ALL end

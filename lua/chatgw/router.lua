@@ -85,12 +85,13 @@ local function pick(methods, method)
   return methods[method] or (method == "HEAD" and methods.GET) or nil
 end
 
--- Returns route, params  |  nil, nil, allow (path known, method not)  |  nil (unknown path).
+-- Returns route, params (nil for a static path: no table made)  |  nil, nil, allow (path known,
+-- method not)  |  nil (unknown path).
 function M:match(method, path)
   local by_method = self.static[path]
   if by_method then
     local r = pick(by_method, method)
-    if r then return r, {} end
+    if r then return r, nil end
   end
   local parts, n
   local allowed = by_method

@@ -1,6 +1,7 @@
 -- chatgw.runtime: the Lua side of the runtime. C calls load() in a fresh state (boot and
 -- every reload), dispatch(req) for each HTTP request and shutdown() on SIGTERM.
 local chatgw = chatgw
+local cffi = require "chatgw.cffi" -- first: it takes chatgw._ffi, before any other module runs
 local config = require "chatgw.config"
 local json = require "chatgw.json"
 local loader = require "chatgw.loader"
@@ -10,8 +11,9 @@ local parse_query = require("chatgw.url").parse_query
 local errtrace = require "chatgw.errtrace"
 local auth = require "chatgw.auth"
 local type, pairs, tostring, xpcall, traceback = type, pairs, tostring, xpcall, errtrace.handler
+local setmetatable, rawget, rawset = setmetatable, rawget, rawset
 local find, lower = string.find, string.lower
-local co_label = chatgw._co_label
+local co_label = cffi.co_label
 
 chatgw.json = json
 require "chatgw.http" -- chatgw.http.request (lua/chatgw/http.lua)
@@ -38,15 +40,28 @@ do -- chatgw.yaml: lyaml with nil, err on bad input instead of a raise
   }
 end
 
+-- CHATGW_JIT_LOG=FILE: the JIT's trace log (LuaJIT's jit.v: each trace, abort and its reason)
+-- of this state, for checking that the request path compiles (bench/README.md). The runtime's
+-- to turn on: the sandbox below takes jit.* from handlers.
+do
+  local log_file = os.getenv("CHATGW_JIT_LOG")
+  if log_file and log_file ~= "" then
+    local ok, v = pcall(require, "jit.v")
+    if ok then v.on(log_file) else chatgw.log.warn("CHATGW_JIT_LOG: jit.v not found", { error = tostring(v) }) end
+  end
+end
+
 sandbox.apply()
 
 local M = { handlers = {}, routers = {} }
 M.register_handler_key = loader.register_key
 M.register_config_section = config.register_section
 
--- Health contributors (later modules: supervised loops, channels, ...): name -> fn() returning
--- a table with at least `status` ("ok" or "degraded"). Shown under `checks` in verbose health;
--- any "degraded" makes the overall status "degraded".
+-- Health contributors (later modules: supervised loops, channels, ...): name -> fn(brief)
+-- returning a table with at least `status` ("ok" or "degraded"). Shown under `checks` in verbose
+-- health; any "degraded" makes the overall status "degraded". brief (the plain GET /health, a
+-- probe's every few seconds and a benchmark's every request): only `status` is read, so a check
+-- may skip what costs (the chat layer's outbox depth, a store query).
 local health_checks, health_order = {}, {}
 function M.register_health(name, fn)
   if not health_checks[name] then health_order[#health_order + 1] = name end
@@ -55,8 +70,13 @@ end
 
 -- A failed reload leaves the old handlers running: degraded, with the problems, until a reload
 -- succeeds (the operator's edit is not live, and a restart would not start).
-M.register_health("reload", function()
-  local r = chatgw._runtime_info().reloads
+local BRIEF_OK = { status = "ok" } -- a check's answer to the plain /health (nothing may change it)
+M.BRIEF_OK = BRIEF_OK
+local health_flags = cffi.health_flags
+
+M.register_health("reload", function(brief)
+  if brief and not health_flags() then return BRIEF_OK end
+  local r = chatgw._runtime_info("reloads")
   if r and r.last_result == "failed" then
     return { status = "degraded", last_error = r.last_error, last_time = r.last_time }
   end
@@ -65,8 +85,12 @@ end)
 
 -- TLS listeners (docs/operations.md, "TLS"): degraded while a listener's last certificate load
 -- failed (it serves with the previous one). No TLS listener: no check.
-M.register_health("tls", function()
-  local t = chatgw._runtime_info().tls
+M.register_health("tls", function(brief)
+  if brief then
+    local _, tls_failed = health_flags()
+    if not tls_failed then return BRIEF_OK end
+  end
+  local t = chatgw._runtime_info("tls")
   if not t then return nil end
   local status, failed = "ok", nil
   for name, l in pairs(t) do
@@ -79,14 +103,17 @@ M.register_health("tls", function()
   return { status = status, last_error = failed }
 end)
 
-local function run_health_checks()
+local function run_health_checks(brief)
   local checks, status = nil, "ok"
-  for _, name in ipairs(health_order) do
-    local ok, r = pcall(health_checks[name])
+  for i = 1, #health_order do
+    local name = health_order[i]
+    local ok, r = pcall(health_checks[name], brief)
     if not ok then r = { status = "degraded", error = tostring(r) } end
-    checks = checks or {}
-    checks[name] = r
     if type(r) == "table" and r.status == "degraded" then status = "degraded" end
+    if not brief or r ~= BRIEF_OK then
+      checks = checks or {}
+      checks[name] = r
+    end
   end
   return status, checks
 end
@@ -112,10 +139,11 @@ end
 local verbose_health
 
 local function health(req)
-  local status, checks = run_health_checks()
-  if req.query.verbose ~= "1" and req.query.verbose ~= "true" then
+  local verbose = req.query_string ~= "" and (req.query.verbose == "1" or req.query.verbose == "true")
+  local status, checks = run_health_checks(not verbose)
+  if not verbose then
     if status == "ok" then return 200, HEALTH_OK, JSON_HEADERS end
-    return { ok = true, status = status, reload_error = checks.reload and checks.reload.last_error }
+    return { ok = true, status = status, reload_error = checks and checks.reload and checks.reload.last_error }
   end
   return verbose_health(status, checks)
 end
@@ -391,7 +419,47 @@ local function after_call(req, route, who, status)
   end
 end
 
-function M.dispatch(req)
+-- The request table is lazy: it is built here from the request's scalar fields and body, read
+-- through the FFI with the handle C gives the dispatcher (runtime/vm/request.c) while it runs; req.headers is built through the FFI the first time it is
+-- read, req.query is decoded from req.query_string the first time, a static route's empty
+-- req.params is made the first time (a __index on req; most handlers read none of them). Each is a real table from then on, as before; LuaJIT ignores __pairs, so
+-- pairs(req) lists them only once read. The dispatcher reads single headers (authorization,
+-- content-type) without building the table.
+local req_header, req_headers = cffi.req_header, cffi.req_headers
+local handles = setmetatable({}, { __mode = "k" }) -- req -> its C handle while it runs
+
+local REQ_MT = { __index = function(req, k)
+  if k == "headers" then
+    local h = handles[req]
+    local t = h and req_headers(h)
+    if not t then
+      error("req.headers: first read after the response was sent (read it while the request runs)", 2)
+    end
+    rawset(req, "headers", t)
+    return t
+  elseif k == "params" then -- a static route's: empty, made when read
+    local p = {}
+    rawset(req, "params", p)
+    return p
+  elseif k == "query" then
+    local q = parse_query(rawget(req, "query_string") or "")
+    rawset(req, "query", q)
+    return q
+  end
+  return nil
+end }
+
+-- Header name (lower case) of req: from req.headers once it exists, else through the FFI.
+local function header(req, handle, name)
+  local hs = rawget(req, "headers")
+  if hs then return hs[name] end
+  if not handle then return nil end
+  local v = req_header(handle, name)
+  if v == false then return req.headers[name] end -- repeated: joined, as the table has it
+  return v
+end
+
+local function dispatch(req, handle)
   local guard = guards[req.listener]
   if guard then
     local ok, s, b, h = pcall(guard, req)
@@ -420,9 +488,8 @@ function M.dispatch(req)
     return s, b, h, nil
   end
   local label = route.label
-  local headers = req.headers
   if not route.public then
-    local who = auth.check(headers.authorization)
+    local who = auth.check(header(req, handle, "authorization"))
     if not who then
       local s, b, h = json_error(401, "unauthorized", { ["WWW-Authenticate"] = "Bearer" })
       return s, b, h, label
@@ -435,11 +502,10 @@ function M.dispatch(req)
     req.auth = who.public -- { name, scopes }: the handler may ask who called
   end
   local caller = not route.public and #call_hooks > 0 and req.auth
-  req.params = params
-  req.query = parse_query(req.query_string)
+  if params then req.params = params end
   local body = req.body
   if body ~= "" then
-    local ct = headers["content-type"]
+    local ct = header(req, handle, "content-type")
     if ct and find(ct, "json", 1, true) then
       local v, err = json.decode(body)
       if v == nil and err then
@@ -453,9 +519,21 @@ function M.dispatch(req)
     end
   end
   co_label(label, route.file)
-  local s, b, h = run_handler(route, req)
+  local s, b, hs = run_handler(route, req)
   if caller then after_call(req, route, caller, s) end
-  return s, b, h, label
+  return s, b, hs, label
+end
+
+-- C calls it for each request: false and the request's handle (req is built here, through the
+-- FFI), or req whole and nil (C could not give a handle).
+local req_new = cffi.req_new
+function M.dispatch(req, handle)
+  if handle == nil then return dispatch(setmetatable(req, REQ_MT), nil) end
+  req = setmetatable(req_new(handle), REQ_MT)
+  handles[req] = handle
+  local s, b, hs, label = dispatch(req, handle)
+  handles[req] = nil -- the request is answered next: its headers cannot be read any more
+  return s, b, hs, label
 end
 
 -- ---- start: once a loaded state's store is open, before it becomes current ----

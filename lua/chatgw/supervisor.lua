@@ -320,7 +320,15 @@ local function is_down(st)
   return st.state == "waiting_lock" and (st.lock_state == "error" or st.lock_state == "lost")
 end
 
-function M.health()
+local DEGRADED = { status = "degraded" }
+function M.health(brief)
+  if brief then -- the plain /health: the status only
+    for i = 1, #order do
+      local st = loops[order[i]]
+      if not st.internal and is_down(st) then return DEGRADED end
+    end
+    return runtime.BRIEF_OK
+  end
   local out, status_ = {}, "ok"
   for _, name in ipairs(order) do
     local st = loops[name]
@@ -385,6 +393,8 @@ local function start(spec, fname, internal)
   if not internal then ensure_health() end
   chatgw.spawn(supervisor, st, spec.run)
   return { name = name, status = function() return status(st) end,
+    state = function() return st.state end, -- what status().state says, without the rest
+
     -- Stops this loop for good (the gateway registry's stop of a bot): cancelled at its next
     -- wait, and its name free at once for a new loop.
     stop = function(reason)

@@ -527,7 +527,8 @@ function M.install(runtime)
       fn = function() return 404, { ok = false, error = "not_found" } end,
       label = method .. " " .. "(ws.path)", owner = "the runtime (the WebSocket path, ws.path)" })
   end
-  R.register_health("websocket", function()
+  R.register_health("websocket", function(brief)
+    if brief then return R.BRIEF_OK end -- always ok: the count is detail
     return { status = "ok", connections = C.count() }
   end)
 end

@@ -92,13 +92,27 @@ static const char *redact(const char *path, char *buf, size_t cap) {
   return buf;
 }
 
+/* v in decimal at out (room for 20 digits), no NUL; returns the length. Per response, so no
+ * snprintf. */
+static size_t fmt_u64(char *out, uint64_t v) {
+  char tmp[20];
+  size_t n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  for (size_t i = 0; i < n; i++)
+    out[i] = tmp[n - 1 - i];
+  return n;
+}
+
 void http__record(http_server_t *s, const char *method, const char *route, const char *path,
                   int status, uint64_t start_ns, const char *rid, const char *remote,
                   const char *listener, int aborted) {
   uint64_t now = uv_hrtime();
   double secs = now > start_ns ? (double)(now - start_ns) / 1e9 : 0.0;
-  char st[16];
-  snprintf(st, sizeof st, "%d", status);
+  char st[24];
+  st[fmt_u64(st, status > 0 ? (uint64_t)status : 0)] = 0;
   const char *r = route && *route ? route : "-";
   if (log_enabled(LOG_INFO)) {
     char dur[32], safe[2048];
@@ -134,7 +148,12 @@ int http__response_head(textbuf_t *b, http_server_t *s, int status, const http_h
         if (strncasecmp(v + j, "close", 5) == 0) *keep = 0;
     }
   }
-  textbuf_fmt(b, "HTTP/1.1 %d %s\r\n", status, reason_phrase(status));
+  char num[24];
+  textbuf_add(b, "HTTP/1.1 ", 9);
+  textbuf_add(b, num, fmt_u64(num, status > 0 ? (uint64_t)status : 0));
+  textbuf_add(b, " ", 1);
+  textbuf_str(b, reason_phrase(status));
+  textbuf_add(b, "\r\n", 2);
   int have_date = 0, have_rid = 0;
   for (size_t i = 0; i < nh; i++) {
     const char *n = hs[i].name, *v = hs[i].value;
@@ -171,7 +190,11 @@ int http__response_head(textbuf_t *b, http_server_t *s, int status, const http_h
     textbuf_add(b, "\r\n", 2);
   }
   int no_body = status < 200 || status == 204 || status == 304;
-  if (!no_body) textbuf_fmt(b, "Content-Length: %zu\r\n", blen);
+  if (!no_body) {
+    textbuf_add(b, "Content-Length: ", 16);
+    textbuf_add(b, num, fmt_u64(num, blen));
+    textbuf_add(b, "\r\n", 2);
+  }
   if (!*keep)
     textbuf_str(b, "Connection: close\r\n");
   else if (http10)

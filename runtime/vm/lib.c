@@ -23,6 +23,9 @@ int lib_open_state(lua_State *L, vm_t *vm, void *ud, char *err, size_t errlen) {
   lib_crypto_register(L, t);
   lib_fs_register(L, t);
   lib_redis_register(L, t, host);
+  lib_ffi_set(L, t, "req_header", request_ffi_header());
+  lib_ffi_set(L, t, "req_view", request_ffi_view());
+  lib_ffi_set(L, t, "req_header_at", request_ffi_header_at());
   lua_setglobal(L, "chatgw");
 
   /* The runtime's Lua layer: sandbox, loader, router, dispatcher. */

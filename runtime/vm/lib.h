@@ -74,6 +74,10 @@ void lib_exec_register(lua_State *L, int t, vm_t *vm, lib_host_t *host);
 void lib_ws_register(lua_State *L, int t);
 void lib_store_register(lua_State *L, int t, lib_host_t *host);
 void lib_event_register(lua_State *L, int t, lib_host_t *host);
+/* t._ffi[name] = p (a lightuserdata): the function pointers and handles that lua/chatgw/cffi.lua
+ * takes, casts with ffi.cast and removes before any handler loads (docs/architecture.md). */
+void lib_ffi_set(lua_State *L, int t, const char *name, void *p);
+void lib_ffi_table(lua_State *L, int t); /* pushes t._ffi, made when absent (t absolute) */
 void lib_crypto_register(lua_State *L, int t);
 void lib_fs_register(lua_State *L, int t);
 void lib_redis_register(lua_State *L, int t, lib_host_t *host);

@@ -298,6 +298,75 @@ static int l_auth(lua_State *L) {
   return 1;
 }
 
+/* ---- FFI hot paths (lua/chatgw/cffi.lua): C functions the runtime's Lua layer calls through
+ * ffi.cast function pointers, with no exported symbol. They check their arguments (a NULL or
+ * an empty string is answered, never read), and handlers cannot reach them (no raw ffi). ---- */
+
+void lib_ffi_table(lua_State *L, int t) {
+  lua_getfield(L, t, "_ffi");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, t, "_ffi");
+  }
+}
+
+void lib_ffi_set(lua_State *L, int t, const char *name, void *p) {
+  lib_ffi_table(L, t);
+  lua_pushlightuserdata(L, p);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+}
+
+/* The gateway token's bearer check, as chatgw._auth: 1 when header (len bytes) carries it. */
+static int ffi_auth(const lib_host_t *host, const char *h, size_t len) {
+  const char *given = NULL;
+  size_t gl = 0;
+  if (!host || !h) return 0;
+  return host->token_len && str_bearer(h, len, &given, &gl) &&
+         str_ct_equal(given, gl, host->token, host->token_len);
+}
+
+/* chatgw._co_label's work: what (and file, may be NULL) label the running coroutine. */
+static void ffi_co_label(const char *what, const char *file) {
+  co_t *co = vm_current();
+  if (!co || !what) return;
+  if (file) {
+    char f[WATCHDOG_LABEL_MAX];
+    size_t l = strlen(file);
+    if (l > sizeof f - 2) l = sizeof f - 2;
+    memcpy(f, file, l);
+    f[l] = ')';
+    f[l + 1] = 0;
+    vm_co_set_label3(co, what, " (", f);
+  } else {
+    vm_co_set_label3(co, what, NULL, NULL);
+  }
+}
+
+/* The plain /health's view of the reload and TLS checks: bit 1 when the last reload failed, bit 2
+ * when a TLS listener's last certificate load failed (then the checks ask _runtime_info for the
+ * details). */
+static int ffi_health_flags(const lib_host_t *host) {
+  if (!host) return 0;
+  int flags = 0;
+  if (host->reloads.count && !host->reloads.last_ok) flags |= 1;
+  tls_info_t ti;
+  const char *lname = NULL;
+  for (int i = 0; host->http && http_server_tls_info(host->http, i, &lname, &ti) == 0; i++)
+    if (ti.last_error && ti.last_error[0]) flags |= 2;
+  return flags;
+}
+
+static double ffi_time(void) {
+  return clock_wall_s();
+}
+
+static double ffi_now(void) {
+  return (double)uv_hrtime() / 1e6;
+}
+
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -338,12 +407,41 @@ static int l_listdir(lua_State *L) {
   return 1;
 }
 
-/* chatgw._runtime_info() -> table for /health?verbose=1 */
+static void push_reloads(lua_State *L, const lib_reload_stats_t *r) {
+  lua_newtable(L);
+  lib_set_num(L, "count", (double)r->count);
+  lib_set_num(L, "ok", (double)r->ok);
+  lib_set_num(L, "failed", (double)r->failed);
+  if (r->count) {
+    lib_set_num(L, "last_time", r->last_time);
+    lua_pushstring(L, r->last_ok ? "ok" : "failed");
+    lua_setfield(L, -2, "last_result");
+  }
+  if (r->last_error[0]) {
+    lua_pushstring(L, r->last_error);
+    lua_setfield(L, -2, "last_error");
+  }
+}
+
+static void set_tls(lua_State *L, const lib_host_t *host);
+
+/* chatgw._runtime_info() -> table for /health?verbose=1; chatgw._runtime_info("reloads") and
+ * ("tls") -> only that part (nil: no TLS listener), for the plain /health's checks. */
 static int l_runtime_info(lua_State *L) {
   vm_t *vm = upvalue_vm(L);
   const lib_host_t *host = upvalue_host(L);
   const lib_reload_stats_t *r = &host->reloads;
+  const char *part = lua_tostring(L, 1);
+  if (part && strcmp(part, "reloads") == 0) {
+    push_reloads(L, r);
+    return 1;
+  }
   lua_newtable(L);
+  if (part && strcmp(part, "tls") == 0) {
+    set_tls(L, host);
+    lua_getfield(L, -1, "tls");
+    return 1;
+  }
   lua_pushstring(L, CHATGW_VERSION);
   lua_setfield(L, -2, "version");
   lib_set_num(L, "uptime_s", (double)(uv_now(host->loop) - host->started_ms) / 1000.0);
@@ -374,21 +472,14 @@ static int l_runtime_info(lua_State *L) {
     lua_setfield(L, -2, "last_worker_exit");
   }
   lua_setfield(L, -2, "process");
-  lua_newtable(L);
-  lib_set_num(L, "count", (double)r->count);
-  lib_set_num(L, "ok", (double)r->ok);
-  lib_set_num(L, "failed", (double)r->failed);
-  if (r->count) {
-    lib_set_num(L, "last_time", r->last_time);
-    lua_pushstring(L, r->last_ok ? "ok" : "failed");
-    lua_setfield(L, -2, "last_result");
-  }
-  if (r->last_error[0]) {
-    lua_pushstring(L, r->last_error);
-    lua_setfield(L, -2, "last_error");
-  }
+  push_reloads(L, r);
   lua_setfield(L, -2, "reloads");
-  /* tls: listener -> its certificate (only TLS listeners; no table without one) */
+  set_tls(L, host);
+  return 1;
+}
+
+/* t.tls (t at the top): listener -> its certificate (only TLS listeners; none without one) */
+static void set_tls(lua_State *L, const lib_host_t *host) {
   tls_info_t ti;
   const char *lname = NULL;
   for (int i = 0; host->http && http_server_tls_info(host->http, i, &lname, &ti) == 0; i++) {
@@ -421,7 +512,6 @@ static int l_runtime_info(lua_State *L) {
     lua_setfield(L, -2, lname);
   }
   if (host->http && lname) lua_pop(L, 1);
-  return 1;
 }
 
 /* chatgw._tls_check(listener, cert, key) -> nil | "why" (chatgw check: the files a TLS listener
@@ -499,6 +589,12 @@ void lib_core_register(lua_State *L, int t, vm_t *vm, lib_host_t *host) {
     lua_pushcclosure(L, r->func, 2);
     lua_setfield(L, t, r->name);
   }
+  lib_ffi_set(L, t, "host", host);
+  lib_ffi_set(L, t, "auth", (void *)ffi_auth);
+  lib_ffi_set(L, t, "co_label", (void *)ffi_co_label);
+  lib_ffi_set(L, t, "health_flags", (void *)ffi_health_flags);
+  lib_ffi_set(L, t, "time", (void *)ffi_time);
+  lib_ffi_set(L, t, "now", (void *)ffi_now);
   lua_pushlightuserdata(L, host); /* the bearer check of every request: one upvalue */
   lua_pushcclosure(L, l_auth, 1);
   lua_setfield(L, t, "_auth");

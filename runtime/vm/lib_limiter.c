@@ -135,6 +135,31 @@ static int l_take(lua_State *L) {
   return 2;
 }
 
+/* FFI hot path of lim:take (lua/chatgw/cffi.lua): 1 taken, 0 refused (*retry_ms set, the
+ * rejection counted), -1 out of memory, -2 bad arguments (the Lua side then calls l_take, for
+ * its checks and messages). l comes from l_limiter_ptr on a checked userdata. */
+static int ffi_limiter_take(limiter_t *l, const char *key, size_t kl, double n, double *retry_ms) {
+  if (!l || !key || !retry_ms || !(n > 0) || n > limiter_capacity(l)) return -2;
+  double retry = 0;
+  int r = limiter_take(l, key, kl, n, clock_mono_ms(), &retry);
+  if (r < 0) return -1;
+  if (r == 1) return 1;
+  if (g_m_rejections) {
+    const char *lv[] = {limiter_name(l)};
+    metrics_inc(g_m_rejections, lv, 1);
+  }
+  *retry_ms = ceil(retry);
+  return 0;
+}
+
+/* _ffi.limiter_ptr(lim) -> the C limiter of a limiter object (a lightuserdata), or nil */
+static int l_limiter_ptr(lua_State *L) {
+  llim_t *u = luaL_testudata(L, 1, LIMITER_MT);
+  if (!u) return 0;
+  lua_pushlightuserdata(L, u->l);
+  return 1;
+}
+
 /* lim:peek(key [, n]): what take would answer, taking nothing (no rejection is counted) */
 static int l_peek(lua_State *L) {
   llim_t *u = check_self(L, "peek");
@@ -212,12 +237,24 @@ void lib_limiter_register(lua_State *L, int t) {
       lua_pushcfunction(L, r->func);
       lua_setfield(L, -2, r->name);
     }
+    /* the method table, for cffi.lua to put its take in (taken with the rest of _ffi) */
+    lib_ffi_table(L, t);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "limiter_methods");
+    lua_pushcfunction(L, l_limiter_ptr);
+    lua_setfield(L, -2, "limiter_ptr");
+    lua_pop(L, 1);
     lua_pushcclosure(L, l_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_tostring);
     lua_setfield(L, -2, "__tostring");
+    lib_ffi_table(L, t); /* cffi.lua's __index: the methods from Lua, lim.name from l_index */
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "limiter_mt");
+    lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  lib_ffi_set(L, t, "limiter_take", (void *)ffi_limiter_take);
   lua_pushcfunction(L, l_limiter);
   lua_setfield(L, t, "limiter");
 }

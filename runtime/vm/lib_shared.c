@@ -294,6 +294,46 @@ static int l_shared(lua_State *L) {
   return 1;
 }
 
+/* FFI hot path of d:incr (lua/chatgw/cffi.lua): 0 and *out, or -1 (not found), -2 (not a
+ * number), -3 (too large), -4 (bad arguments); the Lua side calls l_incr for its message on any
+ * failure (each leaves the dict as it was). d comes from l_dict_ptr on a checked userdata. */
+static int ffi_shared_incr(const lib_host_t *host, shared_dict_t *d, const char *key, size_t klen,
+                           double by, int has_init, double init, double *out) {
+  if (!host || !d || !key || klen == 0 || !out) return -4;
+  return shared_incr(d, key, klen, by, has_init, init, 0, uv_now(host->loop), out);
+}
+
+/* FFI hot path of d:get: 0 absent, 1 a string (*str, *len: copied at once by the caller, they
+ * point into the dict), 2 a number (*num), 3 a boolean (*num 0 or 1), -4 bad arguments. */
+static int ffi_shared_get(const lib_host_t *host, shared_dict_t *d, const char *key, size_t klen,
+                          const char **str, size_t *len, double *num) {
+  if (!host || !d || !key || klen == 0 || !str || !len || !num) return -4;
+  shared_value_t v;
+  if (!shared_get(d, key, klen, uv_now(host->loop), &v)) return 0;
+  switch (v.type) {
+  case SHARED_STRING:
+    *str = v.str;
+    *len = v.len;
+    return 1;
+  case SHARED_NUMBER:
+    *num = v.num;
+    return 2;
+  case SHARED_BOOLEAN:
+    *num = v.boolean ? 1 : 0;
+    return 3;
+  default:
+    return 0;
+  }
+}
+
+/* _ffi.shared_ptr(d) -> the C dictionary of a shared dict object (a lightuserdata), or nil */
+static int l_dict_ptr(lua_State *L) {
+  ldict_t *ud = luaL_testudata(L, 1, DICT_MT);
+  if (!ud) return 0;
+  lua_pushlightuserdata(L, ud->d);
+  return 1;
+}
+
 static const luaL_Reg METHODS[] = {{"get", l_get},     {"set", l_set},       {"add", l_add},
                                    {"incr", l_incr},   {"delete", l_delete}, {"ttl", l_ttl},
                                    {"keys", l_keys},   {"count", l_count},   {"flush", l_flush},
@@ -305,6 +345,13 @@ void lib_shared_register(lua_State *L, int t, lib_host_t *host) {
     lua_newtable(L);
     lua_pushlightuserdata(L, host);
     luaL_setfuncs(L, METHODS, 1);
+    /* the method table, for cffi.lua to put its incr in (taken with the rest of _ffi) */
+    lib_ffi_table(L, t);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "shared_methods");
+    lua_pushcfunction(L, l_dict_ptr);
+    lua_setfield(L, -2, "shared_ptr");
+    lua_pop(L, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_tostring);
     lua_setfield(L, -2, "__tostring");
@@ -314,6 +361,8 @@ void lib_shared_register(lua_State *L, int t, lib_host_t *host) {
     lua_setfield(L, -2, "__metatable"); /* getmetatable() cannot tamper with the methods */
   }
   lua_pop(L, 1);
+  lib_ffi_set(L, t, "shared_incr", (void *)ffi_shared_incr);
+  lib_ffi_set(L, t, "shared_get", (void *)ffi_shared_get);
   lua_pushcfunction(L, l_shared);
   lua_setfield(L, t, "shared");
 }

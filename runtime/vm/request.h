@@ -19,6 +19,12 @@ void request_set_precheck(lua_State *L);
  * listener, authorization, remote) decides 401/403/404/405 (and a listener guard's refusal)
  * before the body is read; such an answer is sent with http_request_reject. */
 void request_precheck(vm_t *vm, http_request_t *req);
+/* The FFI readers of a running request's headers, for lua/chatgw/cffi.lua (lib.c hands them
+ * over as function pointers): runtime.dispatch(req, handle) builds req.headers from them on first
+ * read and reads single headers (authorization, content-type) without the table. */
+void *request_ffi_header(void);
+void *request_ffi_view(void);
+void *request_ffi_header_at(void);
 /* Answer req on vm. */
 void request_dispatch(vm_t *vm, http_request_t *req);
 

@@ -385,8 +385,30 @@ co_t *vm_spawn_labeled(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, voi
   return co;
 }
 
+co_t *vm_spawn_labeled3(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud,
+                        const char *a, const char *mid, const char *b) {
+  co_t *co = co_create(vm, kind, nargs, done, ud);
+  if (!co) return NULL;
+  vm_co_set_label3(co, a, mid, b);
+  vm_resume(co, nargs);
+  return co;
+}
+
 void vm_co_set_label(co_t *co, const char *label) {
-  snprintf(co->label, sizeof co->label, "%s", label ? label : "");
+  vm_co_set_label3(co, label, NULL, NULL);
+}
+
+/* The label a, or a + mid + b (b not NULL), cut to fit: once per request, so no snprintf. */
+void vm_co_set_label3(co_t *co, const char *a, const char *mid, const char *b) {
+  const char *parts[3] = {a ? a : "", b ? (mid ? mid : "") : "", b ? b : ""};
+  size_t n = 0, cap = sizeof co->label - 1;
+  for (int i = 0; i < 3; i++) {
+    size_t l = strlen(parts[i]);
+    if (l > cap - n) l = cap - n;
+    memcpy(co->label + n, parts[i], l);
+    n += l;
+  }
+  co->label[n] = 0;
   if (co == g_current) watchdog_label(co->label);
 }
 

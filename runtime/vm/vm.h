@@ -100,6 +100,11 @@ co_t *vm_spawn_labeled(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, voi
 /* What co runs, for the watchdog's ERROR and error ("GET /spin (handlers/w.lua)", "loading
  * (handlers/a.lua)", "chatgw.every (handlers/t.lua:3)"); copied. */
 void vm_co_set_label(co_t *co, const char *label);
+/* vm_spawn_labeled with the label a + mid + b (a request: "METHOD /path"). */
+co_t *vm_spawn_labeled3(vm_t *vm, co_kind_t kind, int nargs, co_done_fn done, void *ud,
+                        const char *a, const char *mid, const char *b);
+/* The label a + mid + b (b NULL: a alone), cut to the label's size. */
+void vm_co_set_label3(co_t *co, const char *a, const char *mid, const char *b);
 const char *vm_co_label(co_t *co); /* the label, or the kind's name */
 /* The interrupt to give watchdog_start (core/watchdog.h): in its SIGURG handler it arms a
  * count hook on the running coroutine's state that raises "<file>:<line>: watchdog: <label>

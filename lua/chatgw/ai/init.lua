@@ -121,7 +121,10 @@ function M.install(R)
     end
     return true
   end)
-  R.register_health("ai", providers.health)
+  R.register_health("ai", function(brief)
+    if brief then return R.BRIEF_OK end -- always ok: the providers are detail
+    return providers.health()
+  end)
   R.register_builtin_route({ method = "POST", path = "/v1/tasks", fn = tasks.post_route, label = "POST /v1/tasks",
     scope = "tasks" })
   R.register_builtin_route({ method = "GET", path = "/v1/tasks/:id", fn = tasks.get_route, label = "GET /v1/tasks/:id",

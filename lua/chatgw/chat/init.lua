@@ -64,8 +64,10 @@ function M.account_state(channel, account)
   return s and json.decode(s) or nil
 end
 
+local DEFAULT_ACCOUNTS = { { name = "default" } } -- read only
+local function default_accounts() return DEFAULT_ACCOUNTS end
 local function accounts_of(def)
-  local ok, list = pcall(def.accounts or function() return { { name = "default" } } end)
+  local ok, list = pcall(def.accounts or default_accounts)
   if not ok or type(list) ~= "table" then return {} end
   return list
 end
@@ -86,20 +88,65 @@ function M.set_state(channel, account, state, err, extra)
   states:set(key, json.encode(cur))
 end
 
-local function channel_health()
+-- The plain GET /health (brief): only the status, as channel_health decides it (an account in
+-- "error", a sender failed or with its circuit open), without building the entries: no outbox
+-- depth (a store query), no JSON decode of a state seen before, no adapter fields (they add
+-- detail, never the state).
+local brief_seen = {} -- key -> { raw, state } of the last state string decoded
+local brief_keys = {} -- channel -> account -> "channel:account"
+local function channel_status_brief()
+  for _, name in ipairs(channel_order) do
+    local def = channels[name]
+    local keys = brief_keys[name]
+    if not keys then
+      keys = {}
+      brief_keys[name] = keys
+    end
+    for _, a in ipairs(accounts_of(def)) do
+      local key = keys[a.name]
+      if not key then
+        key = name .. ":" .. a.name
+        keys[a.name] = key
+      end
+      local raw = states:get(key)
+      if raw then
+        local seen = brief_seen[key]
+        if not seen or seen[1] ~= raw then
+          local d = json.decode(raw)
+          seen = { raw, type(d) == "table" and d.state or nil }
+          brief_seen[key] = seen
+        end
+        if seen[2] == "error" then return "degraded" end
+      end
+      local h = senders[key]
+      if h then
+        local st = h.state and h.state() or h.status().state
+        if st == "failed" or st == "circuit_open" then return "degraded" end
+      end
+    end
+  end
+  return "ok"
+end
+
+local function channel_health(brief)
+  if brief then
+    local st = channel_status_brief()
+    return st == "ok" and R.BRIEF_OK or { status = st }
+  end
   local out, degraded = {}, false
   for _, name in ipairs(channel_order) do
     local def = channels[name]
     for _, a in ipairs(accounts_of(def)) do
       local key = name .. ":" .. a.name
-      local s = json.decode(states:get(key) or "{}") or {}
+      local raw = states:get(key)
+      local s = raw and json.decode(raw) or {}
       s.state = s.state or "starting"
       s.outbox_depth = outbox.depth(name, a.name)
       local h = senders[key]
       if h then
-        local st = h.status()
-        s.sender = st.state -- "running", or "waiting_lock" on a standby process
-        if st.state == "failed" or st.state == "circuit_open" then degraded = true end
+        local st = h.state and h.state() or h.status().state
+        s.sender = st -- "running", or "waiting_lock" on a standby process
+        if st == "failed" or st == "circuit_open" then degraded = true end
       end
       if def.health then -- the adapter's own fields (Telegram: its poller's loop state)
         local ok, extra = pcall(def.health, a.name)

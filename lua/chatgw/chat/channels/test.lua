@@ -7,6 +7,7 @@ local chatgw = chatgw
 local chat = require "chatgw.chat"
 local json = require "chatgw.json"
 
+local ACCOUNTS = { { name = "default" } }
 local M = {}
 
 local sent = {}      -- chat_id -> { record, ... } in delivery order
@@ -89,7 +90,7 @@ end
 
 M.def = {
   name = "test",
-  accounts = function() return { { name = "default" } } end,
+  accounts = function() return ACCOUNTS end, -- one account, "default" (read only)
   deliver = deliver,
   typing = function(account, chat_id) typing[chat_id] = (typing[chat_id] or 0) + 1 end,
   download = function(account, att) return att.bytes or nil, att.bytes and nil or "test: no bytes" end,

@@ -18,6 +18,7 @@ local json = require "chatgw.json"
 local wsmod = require "chatgw.ws"
 local cluster = require "chatgw.cluster"
 
+local ACCOUNTS = { { name = "default" } }
 local M = {}
 
 local rooms = chatgw.shared("chatgw.ws.rooms") -- chat_id -> JSON array of connection ids
@@ -145,7 +146,7 @@ end
 
 M.def = {
   name = "ws",
-  accounts = function() return { { name = "default" } } end,
+  accounts = function() return ACCOUNTS end, -- one account, "default" (read only)
   deliver = deliver,
   capabilities = { edit = false, delete = false, buttons = true, images = false },
   limits = { button_data_max = 1024 },

@@ -41,7 +41,7 @@ WORK="$OUT/chatgw"; mkdir -p "$WORK/data"
 # Only the bench's own settings: every CHAT_GATEWAY_EXEC_* cap stays at its default.
 ( cd "$WORK" && exec env -u CHAT_GATEWAY_EXEC_MAX_GLOBAL -u CHAT_GATEWAY_EXEC_MAX_TELEGRAM \
     CHAT_GATEWAY_PORT=0 CHAT_GATEWAY_TOKEN=bench-token \
-    "$CHATGW_BIN" run "$HERE/handlers" --config "$WORK/chatgw.yml" >"$OUT/chatgw.log" 2>&1 ) &
+    "$CHATGW_BIN" run --no-master "$HERE/handlers" --config "$WORK/chatgw.yml" >"$OUT/chatgw.log" 2>&1 ) &
 GW_PID=$!; PIDS+=("$GW_PID")
 GW_PORT=$(wait_line "$OUT/chatgw.log" '"msg":"listening"' 10 | sed -E 's/.*"port":([0-9]+).*/\1/')
 wait_line "$OUT/chatgw.log" '"msg":"ready"' 10 >/dev/null

@@ -43,7 +43,7 @@ printf 'chat:\n  pacing: false\n' >"$WORK/chatgw.yml"
 ( cd "$WORK" && exec env CHAT_GATEWAY_PORT=0 CHAT_GATEWAY_TOKEN=bench-token CHAT_GATEWAY_DATA_DIR="$WORK/data" \
     FEISHU_APP_ID=cli_bench FEISHU_APP_SECRET=bench-secret FEISHU_VERIFICATION_TOKEN=bench-vt \
     FEISHU_API_BASE="$FAKE" FEISHU_WEBHOOK_PORT=0 \
-    "$CHATGW_BIN" run "$HERE/handlers" --config "$WORK/chatgw.yml" >"$OUT/chatgw.log" 2>&1 ) &
+    "$CHATGW_BIN" run --no-master "$HERE/handlers" --config "$WORK/chatgw.yml" >"$OUT/chatgw.log" 2>&1 ) &
 GW_PID=$!; PIDS+=("$GW_PID")
 wait_line "$OUT/chatgw.log" '"msg":"ready"' 10 >/dev/null
 GW_PORT=$(wait_line "$OUT/chatgw.log" '"msg":"listening".*"listener":"feishu"' 1 |

@@ -53,7 +53,7 @@ log "upstream (node http, CPU $UPSTREAM_CPU) on $UP_URL"
 WORK="$OUT/chatgw"; mkdir -p "$WORK/data"
 : >"$WORK/chatgw.yml"
 ( cd "$WORK" && CHAT_GATEWAY_PORT=0 CHAT_GATEWAY_TOKEN=bench-token no_proxy=127.0.0.1 \
-    exec taskset -c "$CLIENT_CPU" "$CHATGW_BIN" run "$HERE/handlers" --config "$WORK/chatgw.yml" \
+    exec taskset -c "$CLIENT_CPU" "$CHATGW_BIN" run --no-master "$HERE/handlers" --config "$WORK/chatgw.yml" \
     >"$OUT/chatgw.log" 2>&1 ) &
 GW_PID=$!; PIDS+=("$GW_PID")
 GW_PORT=$(wait_line "$OUT/chatgw.log" '"msg":"listening"' 10 | sed -E 's/.*"port":([0-9]+).*/\1/')

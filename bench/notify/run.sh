@@ -108,7 +108,7 @@ NOTIFY_PORT_ENV=0 # INTEGRATIONS_PORT: 0 (the kernel picks; read from the log) u
     TELEGRAM_BOT_TOKEN=4242:bench-token-not-secret TELEGRAM_API_BASE="$TG" \
     FEISHU_APP_ID=cli_bench FEISHU_APP_SECRET=bench-secret FEISHU_VERIFICATION_TOKEN=bench-vt \
     FEISHU_API_BASE="$FS" FEISHU_WEBHOOK_PORT=0 \
-    "$CHATGW_BIN" run "$WORK/handlers" --config "$WORK/chatgw.yml" </dev/null >"$OUT/chatgw.log" 2>&1 ) &
+    "$CHATGW_BIN" run --no-master "$WORK/handlers" --config "$WORK/chatgw.yml" </dev/null >"$OUT/chatgw.log" 2>&1 ) &
 GW_PID=$!; PIDS+=("$GW_PID")
 if [ "$LOG_LEVEL" = warn ]; then
   wait_port "$GW_PID" "$NOTIFY_PORT_ENV" || die "chatgw did not listen on $NOTIFY_PORT_ENV (see $OUT/chatgw.log)"

@@ -49,7 +49,7 @@ run_mode() { # run_mode sink|memory: a fresh chatgw (data dir and all), a warm-u
   [ "$mode" = sink ] && sink_env=(CHATGW_TEST_CHANNEL_SINK="http://127.0.0.1:$SINK_PORT")
   ( cd "$work" && exec env CHAT_GATEWAY_PORT=0 CHAT_GATEWAY_TOKEN=bench-token CHAT_GATEWAY_DATA_DIR="$work/data" \
       CHATGW_TEST_CHANNEL=1 "${sink_env[@]}" \
-      "$CHATGW_BIN" run "$HERE/handlers" --config "$work/chatgw.yml" >"$work/chatgw.log" 2>&1 ) &
+      "$CHATGW_BIN" run --no-master "$HERE/handlers" --config "$work/chatgw.yml" >"$work/chatgw.log" 2>&1 ) &
   gw_pid=$!; PIDS+=("$gw_pid")
   gw_port=$(wait_line "$work/chatgw.log" '"msg":"listening"' 10 | sed -E 's/.*"port":([0-9]+).*/\1/')
   wait_line "$work/chatgw.log" '"msg":"ready"' 10 >/dev/null

@@ -120,7 +120,7 @@ fi
 ( cd "$WORK" && exec env -i PATH="$PATH" HOME="${HOME:-/tmp}" \
     CHAT_GATEWAY_PORT="$GW_PORT_ENV" CHAT_GATEWAY_TOKEN="$TOKEN" CHAT_GATEWAY_DATA_DIR="$WORK/data" \
     DEEPSEEK_API_KEY=bench-key DEEPSEEK_BASE_URL="$FAKE" \
-    "${SRV_PIN[@]}" "$CHATGW_BIN" run "$WORK/handlers" --config "$WORK/chatgw.yml" </dev/null >"$OUT/chatgw.log" 2>&1 ) &
+    "${SRV_PIN[@]}" "$CHATGW_BIN" run --no-master "$WORK/handlers" --config "$WORK/chatgw.yml" </dev/null >"$OUT/chatgw.log" 2>&1 ) &
 GW_PID=$!; PIDS+=("$GW_PID")
 if [ "$LOG_LEVEL" = "info" ]; then
   wait_line "$OUT/chatgw.log" '"msg":"ready"' 10 >/dev/null

@@ -38,7 +38,7 @@ WORK="$OUT/chatgw"; mkdir -p "$WORK/data"
 printf 'chat:\n  pacing: false\nchannels:\n  telegram:\n    poll_timeout_s: 10\n' >"$WORK/chatgw.yml"
 ( cd "$WORK" && exec env CHAT_GATEWAY_PORT=0 CHAT_GATEWAY_TOKEN=bench-token CHAT_GATEWAY_DATA_DIR="$WORK/data" \
     TELEGRAM_BOT_TOKEN=4242:bench-token-not-secret TELEGRAM_API_BASE="$FAKE" \
-    "$CHATGW_BIN" run "$HERE/handlers" --config "$WORK/chatgw.yml" >"$OUT/chatgw.log" 2>&1 ) &
+    "$CHATGW_BIN" run --no-master "$HERE/handlers" --config "$WORK/chatgw.yml" >"$OUT/chatgw.log" 2>&1 ) &
 GW_PID=$!; PIDS+=("$GW_PID")
 wait_line "$OUT/chatgw.log" '"msg":"ready"' 10 >/dev/null
 log "chatgw pid $GW_PID, fake Telegram pid $FAKE_PID on $FAKE_PORT, output in $OUT"

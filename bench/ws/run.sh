@@ -86,7 +86,7 @@ ws:
   max_per_ip: 100000
   rate_limit: { messages_per_second: 1000000, burst: 1000000 }
 EOF
-    CHAT_GATEWAY_TOKEN="$TOKEN" taskset -c "$SERVER_CPU" "$CHATGW_BIN" run "$HERE/handlers" \
+    CHAT_GATEWAY_TOKEN="$TOKEN" taskset -c "$SERVER_CPU" "$CHATGW_BIN" run --no-master "$HERE/handlers" \
       --config "$dir/chatgw.yml" >"$dir/server.log" 2>&1 &
   else
     taskset -c "$SERVER_CPU" node "$HERE/node_server.js" "$PORT" "$TOKEN" >"$dir/server.log" 2>&1 &

@@ -64,8 +64,10 @@ function M.route(lookup, on_message, on_action)
       local plain, why = decrypt(acct, body.encrypt)
       if not plain then return refuse(acct, 400, "bad_encrypt", why) end
       body = json.decode(plain)
+      -- a wrong key passes the padding check about once in 256 and gives garbage: a plaintext
+      -- that is not a JSON object is a decryption failure too
       if type(body) ~= "table" or body[1] ~= nil then
-        return refuse(acct, 400, "invalid_json", "the decrypted event is not a JSON object")
+        return refuse(acct, 400, "bad_encrypt", "the decrypted event is not a JSON object (a wrong encrypt key?)")
       end
     end
     local is_challenge = body.type == "url_verification"

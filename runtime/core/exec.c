@@ -12,6 +12,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "exec_env.h"
+#include "exec_pgids.h"
 
 #define EXEC_EOF_GRACE_MS 250    /* leader gone, pipes still open: SIGKILL the group after */
 #define EXEC_FORCE_CLOSE_MS 1000 /* after that SIGKILL, stop waiting for EOF */
@@ -98,42 +99,6 @@ static struct {
 } g;
 
 static char g_readbuf[EXEC_READ_CHUNK];
-
-/* The process group of every running child, for exec_kill_all_signal_safe(): a fixed array a
- * signal handler can walk (no list, no allocation). 0 is a free slot. Under the master it is
- * the master's shared mapping (exec_set_pgid_table), so the master can kill the groups of a
- * worker that died without running any code (kill -9). */
-static volatile sig_atomic_t g_pgids_own[EXEC_PGID_SLOTS];
-static volatile sig_atomic_t *g_pgids = g_pgids_own;
-
-void exec_set_pgid_table(volatile sig_atomic_t *slots) {
-  g_pgids = slots ? slots : g_pgids_own;
-}
-
-void exec_clear_pgid_table(void) {
-  for (size_t i = 0; i < EXEC_PGID_SLOTS; i++)
-    g_pgids[i] = 0;
-}
-
-static void pgid_add(int pid) {
-  for (size_t i = 0; i < EXEC_PGID_SLOTS; i++) {
-    if (g_pgids[i] == 0) {
-      g_pgids[i] = pid;
-      return;
-    }
-  }
-  log_warnf("exec: more than %d children: pid %d is not killed by a second signal", EXEC_PGID_SLOTS,
-            pid);
-}
-
-static void pgid_remove(int pid) {
-  for (size_t i = 0; i < EXEC_PGID_SLOTS; i++) {
-    if (g_pgids[i] == pid) {
-      g_pgids[i] = 0;
-      return;
-    }
-  }
-}
 
 /* ---- metrics ---- */
 
@@ -412,7 +377,7 @@ static void finish(exec_job_t *j) {
   uv_timer_stop(&j->timer);
   /* Sweep: whatever the command left in its group goes with it. */
   group_kill(j, SIGKILL);
-  if (j->spawned && j->pid > 0) pgid_remove(j->pid);
+  if (j->spawned && j->pid > 0) exec__pgid_remove(j->pid);
   close_pipe(j, &j->in_open, &j->pin);
   close_pipe(j, &j->out_open, &j->pout);
   close_pipe(j, &j->err_open, &j->perr);
@@ -641,7 +606,7 @@ static void start_job(exec_job_t *j) {
   }
   j->spawned = 1;
   j->pid = j->proc.pid;
-  pgid_add(j->pid);
+  exec__pgid_add(j->pid);
   uv_read_start((uv_stream_t *)&j->pout, alloc_cb, read_cb);
   uv_read_start((uv_stream_t *)&j->perr, alloc_cb, read_cb);
   if (j->has_stdin) {
@@ -803,13 +768,6 @@ void exec_shutdown(void) {
 void exec_kill_all_now(void) {
   for (exec_job_t *j = g.jobs; j; j = j->next)
     if (j->state == JOB_RUNNING) group_kill(j, SIGKILL);
-}
-
-void exec_kill_all_signal_safe(void) {
-  for (size_t i = 0; i < EXEC_PGID_SLOTS; i++) {
-    int pid = g_pgids[i];
-    if (pid > 0) kill(-pid, SIGKILL);
-  }
 }
 
 void exec_stats(exec_stats_t *s) {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "vm_stack.h"
 #include "watchdog.h"
 
 #define VM_THREAD_POOL 64
@@ -303,6 +304,10 @@ void vm_sched_init(uv_loop_t *loop) {
   g_idle_ready = 1;
 }
 
+uv_loop_t *vm_loop(void) {
+  return g_loop;
+}
+
 void vm_sched_close(void) {
   if (g_idle_ready) uv_close((uv_handle_t *)&g_idle, NULL);
   g_idle_ready = 0;
@@ -550,42 +555,9 @@ co_t *vm_current(void) {
   return g_current;
 }
 
-/* The text of a non-string error value at the top of co_L, by chatgw.errtrace's function (a
- * table as JSON); it stays valid while that value's text is on L's stack (popped by the caller's
- * luaL_traceback push order: we leave it below). NULL when there is no such function. */
-static const char *error_text(lua_State *L, lua_State *co_L) {
-  lua_getfield(L, LUA_REGISTRYINDEX, "chatgw.error_text");
-  if (!lua_isfunction(L, -1)) {
-    lua_pop(L, 1);
-    return NULL;
-  }
-  lua_pushvalue(co_L, -1);
-  lua_xmove(co_L, L, 1);
-  if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
-    lua_pop(L, 1);
-    return NULL;
-  }
-  return lua_tostring(L, -1);
-}
-
-/* Whether `require` is on L's call stack: a module body runs inside it, a C function, so it
- * cannot yield even inside a coroutine. The original require is kept in the registry. */
-static int inside_require(lua_State *L) {
-  lua_getfield(L, LUA_REGISTRYINDEX, "chatgw.require");
-  lua_Debug ar;
-  int found = 0;
-  for (int level = 1; !found && level < 200 && lua_getstack(L, level, &ar); level++) {
-    if (!lua_getinfo(L, "f", &ar)) continue;
-    found = lua_rawequal(L, -1, -2);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  return found;
-}
-
 co_t *vm_check_yieldable(lua_State *L, const char *fname) {
   co_t *co = g_current;
-  if (!co || (!lua_isyieldable(L) && inside_require(L))) {
+  if (!co || (!lua_isyieldable(L) && vm__inside_require(L))) {
     luaL_error(L,
                "%s: can only wait inside a handler, task or timer (not while a module loads "
                "with require)",
@@ -632,43 +604,6 @@ int vm_wait(lua_State *L, co_t *co, pending_t *p) {
    * runtime coroutine too (see lua/chatgw/sandbox.lua). */
   lua_pushlightuserdata(L, &g_yield_marker);
   return lua_yield(L, 1);
-}
-
-/* ---- timer waits (chatgw.sleep, lim:wait) ---- */
-
-typedef struct {
-  pending_t base;
-  uv_timer_t timer;
-} timer_wait_t;
-
-static void timer_wait_closed(uv_handle_t *h) {
-  free(h->data);
-}
-
-static void timer_wait_fire(uv_timer_t *t) {
-  timer_wait_t *op = t->data;
-  co_t *co = op->base.co;
-  uv_close((uv_handle_t *)&op->timer, timer_wait_closed);
-  vm_wait_done(co);
-  lua_pushboolean(co->L, 1);
-  vm_resume(co, 1);
-}
-
-static void timer_wait_cancel(pending_t *p) {
-  timer_wait_t *op = (timer_wait_t *)p;
-  uv_timer_stop(&op->timer);
-  uv_close((uv_handle_t *)&op->timer, timer_wait_closed);
-}
-
-int vm_wait_timer(lua_State *L, co_t *co, uint64_t ms) {
-  timer_wait_t *op = calloc(1, sizeof *op);
-  if (!op) return luaL_error(L, "out of memory");
-  op->base.cancel = timer_wait_cancel;
-  uv_timer_init(g_loop, &op->timer);
-  op->timer.data = op;
-  uv_update_time(g_loop); /* the cached loop time may be stale after Lua work */
-  uv_timer_start(&op->timer, timer_wait_fire, ms, 0);
-  return vm_wait(L, co, &op->base);
 }
 
 void vm_wait_done(co_t *co) {
@@ -734,7 +669,7 @@ void vm_resume(co_t *co, int nargs) {
   }
   if (!ok) {
     const char *msg = lua_tostring(co->L, -1);
-    if (!msg) msg = error_text(co->vm->L, co->L);
+    if (!msg) msg = vm__error_text(co->vm->L, co->L);
     luaL_traceback(co->vm->L, co->L, msg ? msg : "(error object is not a string)", 0);
     lua_xmove(co->vm->L, co->L, 1);
   }

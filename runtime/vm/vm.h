@@ -59,6 +59,8 @@ typedef struct {
 /* Process-wide setup/teardown of the scheduler: the loop every state's timers and deferred
  * resumes run on (kept until vm_sched_close). */
 void vm_sched_init(uv_loop_t *loop);
+/* The loop given to vm_sched_init. */
+uv_loop_t *vm_loop(void);
 void vm_sched_close(void);
 /* What vm_destroy does with a coroutine of this kind still running (default: nothing). */
 void vm_set_drop(co_kind_t kind, co_drop_fn fn);

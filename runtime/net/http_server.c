@@ -173,6 +173,24 @@ static void listener_link(http_server_t *s, listener_t *l, int port) {
   *pp = l;
 }
 
+/* A listener named name with its handle initialised (not bound, not linked), or NULL without
+ * memory: what binding a port and adopting an inherited socket share. */
+static listener_t *listener_new(http_server_t *s, const char *name) {
+  listener_t *l = calloc(1, sizeof *l);
+  char *lname = strdup(name);
+  if (!l || !lname) {
+    free(l);
+    free(lname);
+    return NULL;
+  }
+  l->srv = s;
+  l->name = lname;
+  uv_tcp_init(s->loop, &l->tcp);
+  l->tcp.data = l;
+  s->handles++;
+  return l;
+}
+
 int http_server_listen(http_server_t *s, const char *name, const char *host, int port, char *err,
                        size_t errlen) {
   char hostbuf[256];
@@ -209,19 +227,11 @@ int http_server_listen(http_server_t *s, const char *name, const char *host, int
              name, where);
     return -1;
   }
-  listener_t *l = calloc(1, sizeof *l);
-  char *lname = strdup(name);
-  if (!l || !lname) {
-    free(l);
-    free(lname);
+  listener_t *l = listener_new(s, name);
+  if (!l) {
     snprintf(err, errlen, "listen %s %s: out of memory", name, where);
     return -1;
   }
-  l->srv = s;
-  l->name = lname;
-  uv_tcp_init(s->loop, &l->tcp);
-  l->tcp.data = l;
-  s->handles++;
   r = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&ss, 0);
   if (r == 0) r = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
   if (r != 0) {
@@ -241,20 +251,12 @@ int http_server_listen_fd(http_server_t *s, const char *name, int fd, char *err,
     close(fd);
     return -1;
   }
-  listener_t *l = calloc(1, sizeof *l);
-  char *lname = strdup(name);
-  if (!l || !lname) {
-    free(l);
-    free(lname);
+  listener_t *l = listener_new(s, name);
+  if (!l) {
     close(fd);
     snprintf(err, errlen, "listen %s fd %d: out of memory", name, fd);
     return -1;
   }
-  l->srv = s;
-  l->name = lname;
-  uv_tcp_init(s->loop, &l->tcp);
-  l->tcp.data = l;
-  s->handles++;
   int r = uv_tcp_open(&l->tcp, (uv_os_sock_t)fd);
   if (r != 0) close(fd); /* else the handle owns it */
   if (r == 0) r = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);

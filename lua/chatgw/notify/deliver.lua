@@ -10,6 +10,7 @@
 local chatgw = chatgw
 local json = require "chatgw.json"
 local outbox = require "chatgw.chat.outbox"
+local cluster = require "chatgw.cluster"
 require "chatgw.notify.store"
 
 local type, tostring = type, tostring
@@ -28,8 +29,32 @@ local function record(h, channel, account, chat_id, item)
     chatgw.time(), nn(item.priority))
 end
 
+-- In cluster mode a dedupe_key is claimed in Redis (one SET NX PX), so a repeat sent to any
+-- node is dropped. nil when Redis cannot answer: this node's table decides (WARN once per outage).
+local redis_down_logged = false
+local function first_in_cluster(channel, chat_id, key, window_s)
+  local r, err = cluster.command("SET", "chatgw:notify:dedupe:" .. channel .. ":" .. chat_id .. ":" .. key,
+    cluster.node_id, "NX", "PX", tostring(math.max(1, math.floor(window_s * 1000))))
+  if r == nil and err then
+    if not redis_down_logged then
+      redis_down_logged = true
+      chatgw.log.warn("notify: Redis cannot dedupe: this node's own table decides until it can", { error = tostring(err) })
+    end
+    return nil
+  end
+  if redis_down_logged then
+    redis_down_logged = false
+    chatgw.log.info("notify: Redis dedupes again")
+  end
+  return r == "OK"
+end
+
 -- true when the key was not seen in the window (and is now), false for a repeat
 local function first_of(channel, chat_id, key, window_s)
+  if cluster.enabled then
+    local first = first_in_cluster(channel, chat_id, key, window_s)
+    if first ~= nil then return first end
+  end
   local now = chatgw.time()
   local n = chatgw.db.exec([[INSERT INTO notify_dedupe (channel, chat_id, key, until) VALUES (?, ?, ?, ?)
     ON CONFLICT (channel, chat_id, key) DO UPDATE SET until = excluded.until WHERE notify_dedupe.until < ?]],

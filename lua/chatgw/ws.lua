@@ -14,6 +14,7 @@ local auth = require "chatgw.auth"
 
 local C = chatgw._ws
 local cluster -- chatgw.cluster, set by install (this file also loads without the runtime)
+local presence -- chatgw.ws_presence, set by install
 local type, pairs, ipairs, tostring, error, pcall, xpcall = type, pairs, ipairs, tostring, error, pcall, xpcall
 local traceback, sort = require("chatgw.errtrace").handler, table.sort
 
@@ -447,7 +448,7 @@ function M._on_message(num, text, retry_after)
     if not conn:has_scope("operator.read") then
       return res_error(rid, "forbidden", "presence.list needs the scope operator.read")
     end
-    payload = C.presence()
+    payload = presence and presence.list() or C.presence()
   else
     local builtin = builtin_fns[method]
     if builtin and builtin.scope and not conn:has_scope(builtin.scope) then
@@ -510,6 +511,7 @@ end
 
 function M.install(runtime)
   cluster = require "chatgw.cluster"
+  presence = require "chatgw.ws_presence"
   -- A broadcast published by another node: delivered here to the connections that match.
   cluster.on("ws", function(m)
     if type(m) == "table" and type(m.e) == "string" and type(m.p) == "string" then
@@ -527,6 +529,13 @@ function M.install(runtime)
       fn = function() return 404, { ok = false, error = "not_found" } end,
       label = method .. " " .. "(ws.path)", owner = "the runtime (the WebSocket path, ws.path)" })
   end
+  -- Cluster mode: this node's part of presence.list, written to Redis (lua/chatgw/ws_presence.lua).
+  R.register_start("ws.presence", function()
+    if cluster.enabled then
+      require("chatgw.supervisor").internal{ name = "cluster.presence", run = presence.writer }
+    end
+    return true
+  end)
   R.register_health("websocket", function(brief)
     if brief then return R.BRIEF_OK end -- always ok: the count is detail
     return { status = "ok", connections = C.count() }

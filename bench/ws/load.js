@@ -12,12 +12,19 @@
 //
 // mode "fanout": idle RSS, RSS with N connected, then warm-up and the measured run.
 // mode "idle":   only idle RSS and RSS with N connected (for the 10,000-connection memory row).
+//
+// Several servers (bench/cluster: cluster nodes on one Redis): "urls" and "pids" arrays instead
+// of "url" and "pid". Receivers are spread over the urls round robin, the sender is on the first,
+// and CPU and RSS are the sums over every pid (add Redis's pid to count its CPU too).
 'use strict';
 const WebSocket = require('ws');
 const fs = require('fs');
 
 const cfg = Object.assign({ clients: 1000, messages: 2000, inflight: 32, payload: 64, warmup: 200,
   mode: 'fanout', clkTck: 100, connectBatch: 250, timeoutMs: 120000 }, JSON.parse(process.argv[2] || '{}'));
+
+const urls = cfg.urls || [cfg.url];
+const pids = cfg.pids || [cfg.pid];
 
 function procStat(pid) {
   const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -33,9 +40,12 @@ function rssKiB(pid) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 
+const cpuAll = () => pids.reduce((a, p) => a + procStat(p).cpuUs, 0);
+const rssAll = () => pids.reduce((a, p) => a + rssKiB(p), 0);
+
 function connect(role, n) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(cfg.url, { perMessageDeflate: false, skipUTF8Validation: true });
+    const ws = new WebSocket(urls[n % urls.length], { perMessageDeflate: false, skipUTF8Validation: true });
     const timer = setTimeout(() => { ws.terminate(); reject(new Error('connect timeout')); }, 30000);
     ws.once('error', (e) => { clearTimeout(timer); reject(e); });
     ws.once('unexpected-response', (req, res) => { clearTimeout(timer); reject(new Error('HTTP ' + res.statusCode)); });
@@ -70,15 +80,14 @@ function pct(sorted, p) {
 }
 
 async function main() {
-  const pid = cfg.pid;
-  const res = { server: cfg.server, clients: cfg.clients };
+  const res = { server: cfg.server, clients: cfg.clients, servers: urls.length };
   await sleep(300);
-  res.rss_idle_kib = rssKiB(pid);
+  res.rss_idle_kib = rssAll();
   const t0 = Date.now();
   const recv = await connectAll(cfg.clients);
   res.connect_seconds = (Date.now() - t0) / 1000;
   await sleep(1500);
-  res.rss_connected_kib = rssKiB(pid);
+  res.rss_connected_kib = rssAll();
   res.rss_per_conn_bytes = Math.round((res.rss_connected_kib - res.rss_idle_kib) * 1024 / cfg.clients);
   if (cfg.mode === 'idle') return finish(res, recv, null);
 
@@ -130,13 +139,13 @@ async function main() {
     measuring = measure;
     const finished = new Promise((r) => (done = r));
     const timer = setTimeout(() => done('timeout'), cfg.timeoutMs);
-    const cpu0 = procStat(pid).cpuUs;
+    const cpu0 = cpuAll();
     const w0 = process.hrtime.bigint();
     sendNext();
     const why = await finished;
     clearTimeout(timer);
     const secs = Number(process.hrtime.bigint() - w0) / 1e9;
-    const cpu1 = procStat(pid).cpuUs;
+    const cpu1 = cpuAll();
     return { why, secs, cpuUs: cpu1 - cpu0 };
   };
   await run(Math.min(cfg.warmup, cfg.messages), false);
@@ -156,7 +165,7 @@ async function main() {
   const sorted = Array.from(lat.subarray(0, Math.min(nlat, lat.length))).sort((x, y) => x - y);
   res.latency_p50_ms = pct(sorted, 0.5) / 1000;
   res.latency_p99_ms = pct(sorted, 0.99) / 1000;
-  res.rss_after_run_kib = rssKiB(pid);
+  res.rss_after_run_kib = rssAll();
   res.errors = errors;
   return finish(res, recv, sender);
 }

@@ -9,6 +9,7 @@ local json = require "chatgw.json"
 local secrets = require "chatgw.registry.secrets"
 local types = require "chatgw.registry.types"
 local store = require "chatgw.registry.store"
+local shared = require "chatgw.registry.cluster"
 local chat = require "chatgw.chat"
 local telegram = require "chatgw.chat.channels.telegram"
 local feishu = require "chatgw.chat.channels.feishu"
@@ -225,6 +226,7 @@ local function create(req)
     store.delete(id)
     return fail(409, "cannot_start", nil, { message = tostring(serr) })
   end
+  shared.push(row)
   audit("gateway.create", { who = req.auth and req.auth.name, addr = req.remote_addr, what = id,
     detail = { id = id, type = b.type, name = b.name } })
   chatgw.log.info("gateway created", { id = id, type = b.type })
@@ -307,6 +309,7 @@ local function update(req)
     broken[g.id] = tostring(serr)
     store.set_status(g.id, "error", tostring(serr))
   end
+  shared.push(store.get(g.id))
   local changed = {}
   for _, k in ipairs({ "name", "config", "credentials" }) do if b[k] ~= nil then changed[#changed + 1] = k end end
   audit("gateway.update", { who = req.auth and req.auth.name, addr = req.remote_addr, what = g.id,
@@ -321,6 +324,7 @@ local function delete(req)
   stop(g.id)
   broken[g.id] = nil
   store.delete(g.id)
+  shared.push_delete(g.id)
   audit("gateway.delete", { who = req.auth and req.auth.name, addr = req.remote_addr, what = g.id,
     detail = { id = g.id, type = g.type } })
   chatgw.log.info("gateway deleted", { id = g.id, type = g.type })
@@ -393,6 +397,49 @@ local function webhook_route(req)
   return 503, { ok = false, error = "no_handler", handler = h.handler }
 end
 
+-- ---- cluster mode: a change another node made (registry/cluster.lua) ----
+
+-- Applies the shared entry e of id when it is newer than this node's row: the row replaced (or
+-- deleted for a tombstone) and the gateway restarted (or stopped). true when something changed.
+local function apply_shared(id, e)
+  local have = store.get(id)
+  if have and (tonumber(have.updated_at) or 0) >= (tonumber(e.updated_at) or 0) then return false end
+  if e.deleted then
+    if not have then return false end
+    stop(id)
+    broken[id] = nil
+    store.delete(id)
+    chatgw.log.info("gateway deleted on another node", { id = id })
+    return true
+  end
+  if not types.known(e.type) or type(e.credentials_enc) ~= "string" then return false end
+  local ok, err = store.put(e)
+  if not ok then
+    chatgw.log.error("gateway from another node not stored", { id = id, error = tostring(err) })
+    return false
+  end
+  stop(id)
+  local row = store.get(id)
+  local c
+  c, err = decrypted(row)
+  if c then ok, err = start(row, c, true) end
+  if not c or not ok then
+    broken[id] = tostring(err)
+    store.set_status(id, "error", tostring(err))
+    chatgw.log.error("gateway cannot start", { id = id, type = row.type, error = tostring(err) })
+  end
+  chatgw.log.info(have and "gateway changed on another node" or "gateway created on another node", { id = id, type = row.type })
+  return true
+end
+
+local function sync_loop()
+  while true do
+    local ok, err = shared.sync(apply_shared)
+    if not ok then chatgw.log.debug("gateway registry: no sync with Redis", { error = tostring(err) }) end
+    chatgw.sleep(shared.sync_interval_ms)
+  end
+end
+
 -- ---- install ----
 
 -- The stored gateways, started in a new state (boot or reload) before the chat accounts.
@@ -426,6 +473,18 @@ function M.install(runtime)
     if chatgw._mode == "test" then return true end
     return start_all()
   end, { before = "chat" })
+  local cluster = require "chatgw.cluster"
+  cluster.on("registry", function(m)
+    if type(m) ~= "table" or type(m.id) ~= "string" then return end
+    local e = shared.get(m.id)
+    if e then apply_shared(m.id, e) end
+  end)
+  R.register_start("registry.cluster", function()
+    if cluster.enabled and chatgw._mode ~= "test" then
+      require("chatgw.supervisor").internal{ name = "cluster.registry", run = sync_loop }
+    end
+    return true
+  end)
   local function route(method, path, fn)
     R.register_builtin_route({ method = method, path = path, fn = fn, label = method .. " " .. path, scope = "admin" })
   end

@@ -60,6 +60,18 @@ function M.insert(g)
     g.id, g.name, g.type, json.encode(g.config), g.credentials_enc, json.encode(g.credential_info), t, t)
 end
 
+-- A row as another cluster node stored it (registry/cluster.lua): inserted or replaced with its
+-- own times; the status starts again at connecting here.
+function M.put(g)
+  return chatgw.db.exec([[INSERT INTO gateways (id, name, type, config, credentials_enc, credential_info, status,
+      created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'connecting', ?, ?)
+    ON CONFLICT (id) DO UPDATE SET name = excluded.name, config = excluded.config,
+      credentials_enc = excluded.credentials_enc, credential_info = excluded.credential_info,
+      status = 'connecting', updated_at = excluded.updated_at]],
+    g.id, g.name, g.type, json.encode(g.config), g.credentials_enc, json.encode(g.credential_info),
+    g.created_at, g.updated_at)
+end
+
 function M.update(g)
   return chatgw.db.exec([[UPDATE gateways SET name = ?, config = ?, credentials_enc = ?, credential_info = ?,
       updated_at = ? WHERE id = ?]],

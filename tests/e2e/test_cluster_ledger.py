@@ -6,6 +6,7 @@ A real redis-server and two chatgw nodes (tests/e2e/test_cluster.py's helpers); 
 events are encrypted and signed as the open platform does (tests/e2e/fake_feishu.py); the
 Telegram updates are posted to each node's webhook route with the secret header."""
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -158,6 +159,95 @@ class TelegramWebhookRedeliveryTest(ClusterTest):
         for g in (a, b):
             self.assertNotIn(HOOK_SECRET, g.stderr_text())
             self.assertNotIn(BOT_TOKEN, g.stderr_text())
+
+
+@unittest.skipUnless(REDIS, "redis-server is not installed")
+class PollerTakeoverTest(ClusterTest):
+    """200 updates, the leader killed (-9) while it answers them: after the takeover (and the
+    dead node's restart on its data dir, which sends what it had accepted) every update is
+    answered exactly once."""
+
+    def setUp(self):
+        super().setUp()
+        self.tg = FakeTelegram(tokens={BOT_TOKEN: {"id": 123456, "username": "l_bot", "first_name": "L"}})
+        self.tg.start()
+        self.addCleanup(self.tg.stop)
+
+    def tg_node(self, name):
+        return self.node(name, env={"TELEGRAM_API_BASE": self.tg.url, "TELEGRAM_BOT_TOKEN": BOT_TOKEN},
+                         handlers=BOT, extra_config="channels:\n  telegram:\n    poll_timeout_s: 1\n")
+
+    def leader(self, nodes):
+        for g in nodes:
+            if g.proc.poll() is None:
+                for name, info in (self.cluster_health(g).get("leaders") or {}).items():
+                    if name.startswith("telegram-") and info.get("me"):
+                        return g
+        return None
+
+    def wait_detail(self):
+        out = "\nanswers: %d" % len(self.answers(200))
+        for g in self._gws:
+            out += "\n--- node log:\n" + "\n".join(l for l in g.stderr_text().splitlines()
+                                                   if '"level":"info"' not in l or "lock" in l)[-3000:]
+        return out
+
+    def test_a_stale_leader_claim_is_fenced(self):
+        a, b = self.tg_node("a"), self.tg_node("b")
+        for g in (a, b):
+            self.wait_up(g)
+        self.wait(lambda: self.leader((a, b)), 15, "a leader")
+        lead = self.leader((a, b))
+        lock = [k for k, i in self.cluster_health(lead)["leaders"].items() if k.startswith("telegram-")][0]
+        # another token in the lock (as if it had expired and another node took it): the leader's
+        # next claim is refused, it stops, and the update is answered once, after the takeover
+        with socket.create_connection(("127.0.0.1", self.redis.port), timeout=5) as s:
+            cmd = ["SET", "chatgw:lock:" + lock, "ghost|999999", "PX", "2000"]
+            s.sendall(("*%d\r\n" % len(cmd) + "".join("$%d\r\n%s\r\n" % (len(c), c) for c in cmd)).encode())
+            self.assertEqual(s.recv(100), b"+OK\r\n")
+        self.tg.push_update(BOT_TOKEN, self.tg.text_update(900, "fenced?"))
+        self.wait(lambda: self.tg.texts(900), 20, "an answer after the takeover")
+        time.sleep(1.5)
+        self.assertEqual(self.tg.texts(900), ["heard: fenced?"])
+        fenced = 'chatgw_cluster_ledger_claims_total{result="fenced"} 1' in lead.get("/metrics").text
+        print("\nthe stale leader's claim was %s" % ("fenced" if fenced else "not made (it stopped at its renewal first)"))
+
+    def answers(self, n):
+        return [t for i in range(n) for t in self.tg.texts(1000 + i)]
+
+    def test_kill_9_of_the_leader_during_200_updates_answers_each_once(self):
+        a, b = self.tg_node("a"), self.tg_node("b")
+        for g in (a, b):
+            self.wait_up(g)
+        self.wait(lambda: self.leader((a, b)), 15, "a leader")
+        lead = self.leader((a, b))
+        other = b if lead is a else a
+        n = 200
+        for i in range(n):
+            self.tg.push_update(BOT_TOKEN, self.tg.text_update(1000 + i, "u%d" % i))
+        # one chat per update: the governor paces one chat to about one message a second
+        self.wait(lambda: len(self.answers(n)) >= 30, 20, "30 answers")
+        killed_at = time.time()
+        lead.proc.kill()
+        lead.proc.wait(10)
+        self.wait(lambda: self.leader((other,)), 15, "the other node leads")
+        print("\ntakeover after kill -9: %.2f s (lock_ttl_ms 3000), %d of %d answered at the kill"
+              % (time.time() - killed_at, len(self.answers(n)), n))
+        lead.restart()  # what it had recorded or accepted and not sent: replayed and sent
+        want = sorted("heard: u%d" % i for i in range(n))
+        deadline = time.time() + 40
+        while time.time() < deadline and len(self.answers(n)) < n:
+            time.sleep(0.1)
+        time.sleep(1.5)
+        got = self.answers(n)
+        self.assertEqual(len(got), len(set(got)), "an update answered twice")
+        # a send in flight at the kill (written, no answer) is "unknown" and not sent again: the
+        # outbox's own gap (docs/delivery), not the ledger's; every other update is answered
+        unknown = sum(int(float(l.rsplit(" ", 1)[1])) for l in lead.get("/metrics").text.splitlines()
+                      if l.startswith("chatgw_outbox_unknown_total{"))
+        missing = sorted(set(want) - set(got))
+        print("answered once: %d, missing: %d (outbox unknown on the restarted node: %d)" % (len(got), len(missing), unknown))
+        self.assertLessEqual(len(missing), unknown, "missing answers: %r" % missing)
 
 
 if __name__ == "__main__":

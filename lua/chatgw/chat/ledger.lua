@@ -35,14 +35,20 @@ local function duplicate(channel, account, platform_id)
 end
 
 -- Cluster mode, a row just recorded: claims its platform id in Redis. false when another node
--- claimed it first (the row becomes 'duplicate'). Redis down: true (local dedupe only).
+-- claimed it first (the row becomes 'duplicate'); nil, "fenced: ..." when this node lost the
+-- account's leader lock (the row is deleted: a later delivery records it afresh). Redis down:
+-- true (local dedupe only).
 -- Why local first, then Redis: a claim followed by a failed local insert would make every
 -- redelivery a duplicate of an update nobody recorded (lost); the other way round, a failed
 -- claim leaves a local row that dispatches (at least once), and a process dying between the
 -- two leaves a 'recorded' row whose claim replay() makes before dispatching it.
-local function claim(id, channel, account, platform_id)
+local function claim(id, channel, account, platform_id, unfenced)
   if not cluster.enabled then return true end
-  local mine = ledger_redis.claim(channel, account, platform_id, M.retention_s)
+  local mine, err = ledger_redis.claim(channel, account, platform_id, M.retention_s, unfenced)
+  if mine == nil and tostring(err):find("^fenced") then
+    chatgw.db.exec("DELETE FROM chat_inbound WHERE id = ? AND state = 'recorded'", id)
+    return nil, err
+  end
   if mine ~= false then return true end
   chatgw.db.exec("UPDATE chat_inbound SET state = 'duplicate' WHERE id = ? AND state = 'recorded'", id)
   return false
@@ -57,7 +63,9 @@ function M.record(channel, account, platform_id, fields)
     channel, account, tostring(platform_id), t, json.encode(fields))
   if not n then return nil, id end
   if n == 0 then return duplicate(channel, account, platform_id) end
-  if not claim(id, channel, account, platform_id) then return duplicate(channel, account, platform_id) end
+  local mine, cerr = claim(id, channel, account, platform_id)
+  if mine == nil then return nil, cerr end
+  if not mine then return duplicate(channel, account, platform_id) end
   in_metric:inc({ channel = channel, account = account })
   return id
 end
@@ -79,7 +87,7 @@ function M.pending(channel, account)
   if not rows then return nil, err end
   local out = {}
   for _, r in ipairs(rows) do
-    if claim(r.id, channel, account, r.platform_id) then
+    if claim(r.id, channel, account, r.platform_id, true) then
       r.message = json.decode(r.message or "{}") or {}
       out[#out + 1] = r
     end

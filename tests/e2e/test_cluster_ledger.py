@@ -246,7 +246,7 @@ class PollerTakeoverTest(ClusterTest):
         unknown = sum(int(float(l.rsplit(" ", 1)[1])) for l in lead.get("/metrics").text.splitlines()
                       if l.startswith("chatgw_outbox_unknown_total{"))
         missing = sorted(set(want) - set(got))
-        print("answered once: %d, missing: %d (outbox unknown on the restarted node: %d)" % (len(got), len(missing), unknown))
+        print("answered once: %d, missing: %r (outbox unknown on the restarted node: %d)" % (len(got), missing, unknown))
         self.assertLessEqual(len(missing), unknown, "missing answers: %r" % missing)
 
 

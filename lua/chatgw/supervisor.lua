@@ -198,7 +198,9 @@ local function main(st, run)
     else
       info("supervised loop restarted", fields(st, { restarts = st.restarts }))
     end
-    local ctx = { name = st.name, module = st.module, attempt = st.runs }
+    -- lock_token: the cluster lock's "node|fence" this run holds (a fence for its writes)
+    local ctx = { name = st.name, module = st.module, attempt = st.runs, lock = st.lock,
+      lock_token = clustered and st.lock_token or nil }
     local ok, err
     if clustered then
       ok, err = run_in_child(st, run, ctx)

@@ -2,7 +2,8 @@
 -- "chatgw.chat"; never edit a shipped one, append).
 --
 --   chat_inbound    the durable inbound ledger: one row per platform update, recorded before the
---                   platform is acknowledged; state recorded -> dispatched
+--                   platform is acknowledged; state recorded -> dispatched, or
+--                   duplicate (cluster mode: another node claimed its platform id first)
 --   chat_outbox     every outbound message, edit and deletion, written before the caller gets
 --                   its handle; status queued -> sending -> delivered | failed | unknown;
 --                   grp: sent to a group chat (the governor's group limit); retries: failed

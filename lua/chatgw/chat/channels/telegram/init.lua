@@ -87,7 +87,7 @@ local function introduce(acct)
   return true
 end
 
-local function run_account(acct)
+local function run_account(acct, ctx)
   if acct.bad_mode then
     chat.set_state("telegram", acct.name, "error", acct.bad_mode)
     return nil, acct.bad_mode
@@ -118,7 +118,8 @@ local function run_account(acct)
     chat.set_state("telegram", acct.name, "error", "deleteWebhook: " .. tostring(derr), { mode = "poll" })
     return nil, derr
   end
-  return poll.run(acct, { timeout_s = settings.poll_timeout_s, interval_ms = settings.poll_interval_ms })
+  return poll.run(acct, { timeout_s = settings.poll_timeout_s, interval_ms = settings.poll_interval_ms,
+    lock = ctx and ctx.lock, lock_token = ctx and ctx.lock_token })
 end
 
 local function start(name)
@@ -130,7 +131,7 @@ local function start(name)
   local id = tgconfig.bot_id(acct.token)
   acct.loop = supervisor.internal{ name = "telegram." .. name, module = "telegram",
     lock = "telegram-" .. (id or chatgw.crypto.sha256(acct.token, "hex"):sub(1, 24)),
-    run = function() return run_account(acct) end }
+    run = function(ctx) return run_account(acct, ctx) end }
 end
 
 local function answer_callback(name, id, text)

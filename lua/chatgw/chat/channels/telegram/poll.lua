@@ -15,6 +15,7 @@ local chatgw = chatgw
 local chat = require "chatgw.chat"
 local chatstore = require "chatgw.chat.store"
 local updates = require "chatgw.chat.channels.telegram.updates"
+local ledger_redis = require "chatgw.chat.ledger_redis"
 
 local tonumber, tostring, ipairs, max = tonumber, tostring, ipairs, math.max
 
@@ -57,10 +58,22 @@ local function explain(acct, err, info)
   return tostring(err), "warn"
 end
 
--- Polls until cancelled. Failures (network, 5xx, 409, 401) back off inside the loop, 1 s to
+local poll_loop
+
+-- Polls until cancelled. In cluster mode (opts.lock_token) every claim of the batch checks the
+-- leader lock still holds this run's token, so a stale leader's batch is refused (not recorded,
+-- not confirmed) and the new leader gets it.
+function M.run(acct, opts)
+  if opts.lock_token then ledger_redis.fence("telegram", acct.name, opts.lock, opts.lock_token) end
+  local ok, err = poll_loop(acct, opts)
+  if opts.lock_token then ledger_redis.fence("telegram", acct.name, nil, nil) end
+  return ok, err
+end
+
+-- Failures (network, 5xx, 409, 401) back off inside the loop, 1 s to
 -- 30 s, so an outage never uses up the supervisor's restart budget; each is shown in
 -- checks.channels and logged once per kind of error until a poll succeeds.
-function M.run(acct, opts)
+function poll_loop(acct, opts)
   local timeout_s = opts.timeout_s or 25
   local key = M.offset_key(acct.name)
   local offset = tonumber(chatstore.state_get(key) or "")

@@ -4,12 +4,14 @@ decides (one WARN), and nothing crashes."""
 import time
 import unittest
 
+import test_notify
 from test_cluster import REDIS, Redis
-from test_notify import NotifyTest
 
 
 @unittest.skipUnless(REDIS, "redis-server is not installed")
-class ClusterNotifyTest(NotifyTest):
+class ClusterNotifyTest(test_notify.NotifyTest):
+    """NotifyTest's set-up and helpers; only the cases below run here (load_tests)."""
+
     def setUp(self):
         super().setUp()
         self.redis = Redis().start()
@@ -54,6 +56,10 @@ class ClusterNotifyTest(NotifyTest):
         self.assertEqual(self.entry(self.notify(a, dict(base, text="two")), 710)["skip_reason"], "duplicate")
         self.assertEqual(len(self.warns(a, "Redis cannot dedupe")), 1)
         self.assertEqual(self.wait_texts(710, 1), ["one"])
+
+
+def load_tests(loader, tests, pattern):
+    return unittest.TestSuite(ClusterNotifyTest(n) for n in sorted(vars(ClusterNotifyTest)) if n.startswith("test_"))
 
 
 if __name__ == "__main__":

@@ -126,8 +126,8 @@ function Gov:admit(chat_id, is_group, class)
   local f = self:frozen(chat_id)
   if f then return false, ceil(f), "frozen" end
   if cluster.enabled then
-    local ok, wait, why = redis_gov.admit(self, chat_id, is_group, class, M.pacing)
-    if ok ~= nil then return self:after_admit(ok, wait, why, chat_id, class) end
+    local ok, wait, why = self:admit_redis(chat_id, is_group, class)
+    if ok ~= nil then return ok, wait, why end
   end
   if not M.pacing then return true end
   local wait = 0
@@ -154,16 +154,16 @@ function Gov:admit(chat_id, is_group, class)
   return true
 end
 
--- Redis' answer, with the interim-edit gap (kept per node: one stream edits from one node).
-function Gov:after_admit(ok, wait, why, chat_id, class)
-  if not ok then return false, wait, why end
-  local edit_gap = self.limits.edit_interval_ms
-  if class == "edit" and edit_gap and M.pacing then
-    local last, t = self.last_edit[chat_id], chatgw.now()
-    if last and t - last < edit_gap then return false, edit_gap - (t - last), "paced" end
-    self.last_edit[chat_id] = t
-  end
-  return true
+-- Cluster mode: the interim-edit gap first (kept per node: one stream edits from one node, and
+-- an edit refused here must not have taken from Redis' buckets), then Redis decides. nil: it
+-- could not.
+function Gov:admit_redis(chat_id, is_group, class)
+  local edit_gap = M.pacing and class == "edit" and self.limits.edit_interval_ms
+  local last, t = edit_gap and self.last_edit[chat_id], chatgw.now()
+  if last and t - last < edit_gap then return false, edit_gap - (t - last), "paced" end
+  local ok, wait, why = redis_gov.admit(self, chat_id, is_group, class, M.pacing)
+  if ok and edit_gap then self.last_edit[chat_id] = t end
+  return ok, wait, why
 end
 
 -- Whether the chat still had room when a 429 came for it: then the limit it hit was not the

@@ -98,6 +98,23 @@ function Script:call(keys, args)
   return nil, "reply: NOSCRIPT after SCRIPT LOAD"
 end
 
+-- Once-per-outage logging for callers that decide locally while Redis cannot answer (shared
+-- limiters, the governor): a WARN at the first failure, an INFO when Redis decides again.
+-- `owner` is the caller's object; its field redis_fallback remembers the outage.
+function M.outage(owner, msg, fields, err)
+  if owner.redis_fallback then return end
+  owner.redis_fallback = true
+  local f = { error = tostring(err) }
+  for k, v in pairs(fields or {}) do f[k] = v end
+  chatgw.log.warn(msg, f)
+end
+
+function M.recovered(owner, msg, fields)
+  if not owner.redis_fallback then return end
+  owner.redis_fallback = false
+  chatgw.log.info(msg, fields)
+end
+
 local scripts = {}
 function M.script(name, src)
   local s = scripts[name]

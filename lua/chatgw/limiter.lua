@@ -84,17 +84,11 @@ local function decide(self, key, n, peek)
       { self.opts.rate, self.opts.burst or max(1, self.opts.rate), n, peek and 1 or 0 })
   end
   if type(r) ~= "table" then
-    if not self.fallback_logged then
-      self.fallback_logged = true
-      chatgw.log.warn("shared limiter: Redis cannot decide: this node's local counts decide until it can",
-        { limiter = self.name, error = tostring(err) })
-    end
+    cluster.outage(self, "shared limiter: Redis cannot decide: this node's local counts decide until it can",
+      { limiter = self.name }, err)
     return nil
   end
-  if self.fallback_logged then
-    self.fallback_logged = false
-    chatgw.log.info("shared limiter: Redis decides again", { limiter = self.name })
-  end
+  cluster.recovered(self, "shared limiter: Redis decides again", { limiter = self.name })
   if r[1] == 1 then return true end
   return false, r[2]
 end

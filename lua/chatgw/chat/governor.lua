@@ -18,8 +18,14 @@
 -- Freezes and "gone" chats live in shared dictionaries (they outlive reloads) and in chat_state
 -- (they outlive restarts): a bot frozen for 30 s is still frozen after a restart in that time,
 -- and a chat that removed the bot fails fast until a message from it says it is back.
+--
+-- In cluster mode (docs/cluster.md) the three limits and the 429 freezes live in Redis: one
+-- EVALSHA per decision (chat/governor_redis.lua), so every node shares them. When Redis cannot
+-- answer (down: at once; timeout: after cluster.command_timeout_ms) the local limiters decide.
 local chatgw = chatgw
 local chatstore = require "chatgw.chat.store"
+local cluster = require "chatgw.cluster"
+local redis_gov = require "chatgw.chat.governor_redis"
 
 local type, tostring, tonumber, ipairs, pairs, setmetatable = type, tostring, tonumber, ipairs, pairs, setmetatable
 local max, ceil = math.max, math.ceil
@@ -76,6 +82,7 @@ local function build(def, account)
     -- its refill would let twice that through one second)
     local n = max(2, math.floor(l.bot_burst or l.bot_rate))
     g.bot = limiter(base .. "bot", { limit = n, window_ms = n / l.bot_rate * 1000 })
+    g.bot_window = { limit = n, window_ms = math.floor(n / l.bot_rate * 1000) }
   end
   g.limits = l
   return g
@@ -118,6 +125,10 @@ function Gov:admit(chat_id, is_group, class)
   if gone:get(self.prefix .. chat_id) then return false, 0, "gone" end
   local f = self:frozen(chat_id)
   if f then return false, ceil(f), "frozen" end
+  if cluster.enabled then
+    local ok, wait, why = self:admit_redis(chat_id, is_group, class)
+    if ok ~= nil then return ok, wait, why end
+  end
   if not M.pacing then return true end
   local wait = 0
   local chat, group, bot = self.chat, is_group and self.group or nil, self.bot
@@ -143,11 +154,27 @@ function Gov:admit(chat_id, is_group, class)
   return true
 end
 
+-- Cluster mode: the interim-edit gap first (kept per node: one stream edits from one node, and
+-- an edit refused here must not have taken from Redis' buckets), then Redis decides. nil: it
+-- could not.
+function Gov:admit_redis(chat_id, is_group, class)
+  local edit_gap = M.pacing and class == "edit" and self.limits.edit_interval_ms
+  local last, t = edit_gap and self.last_edit[chat_id], chatgw.now()
+  if last and t - last < edit_gap then return false, edit_gap - (t - last), "paced" end
+  local ok, wait, why = redis_gov.admit(self, chat_id, is_group, class, M.pacing)
+  if ok and edit_gap then self.last_edit[chat_id] = t end
+  return ok, wait, why
+end
+
 -- Whether the chat still had room when a 429 came for it: then the limit it hit was not the
 -- chat's own (Telegram's answer does not say which), so it is the bot's.
 function Gov:chat_had_room(chat_id, is_group)
   chat_id = tostring(chat_id)
   if not self.chat then return false end
+  if cluster.enabled then
+    local ok = redis_gov.admit(self, chat_id, is_group, "final", true, true)
+    if ok ~= nil then return ok end
+  end
   if not self.chat:peek(chat_id) then return false end
   if is_group and self.group and not self.group:peek(chat_id) then return false end
   return true
@@ -165,6 +192,7 @@ function Gov:freeze(scope, chat_id, seconds)
     frozen:set(key, untl, ceil(seconds * 1000) + 60000)
     chatstore.state_set("frozen:" .. key, untl)
   end
+  if cluster.enabled then redis_gov.freeze(self, scope == "bot" and "*" or tostring(chat_id), seconds) end
   metric_429:inc({ channel = self.channel, account = self.account, scope = scope })
   chatgw.log.warn("chat platform rate limit: frozen", { channel = self.channel, account = self.account,
     scope = scope, chat_id = scope == "chat" and tostring(chat_id) or "-", seconds = seconds })

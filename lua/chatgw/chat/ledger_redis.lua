@@ -37,7 +37,7 @@ function M.fence(channel, account, lock, token)
   fences[channel .. "\0" .. account] = token and { key = "chatgw:lock:" .. lock, token = token } or nil
 end
 
-local degraded = false -- between the first failed claim of an outage and the next good one
+local outage = {} -- cluster.outage's memory: between the first failed claim and the next good one
 
 function M.key(channel, account, platform_id)
   return "chatgw:seen:" .. channel .. ":" .. account .. ":" .. tostring(platform_id)
@@ -59,18 +59,11 @@ function M.claim(channel, account, platform_id, retention_s, unfenced)
   end
   if type(holder) ~= "string" then
     m_claims:inc({ result = "unavailable" })
-    if not degraded then
-      degraded = true
-      chatgw.log.warn("cluster: Redis cannot dedupe inbound updates: the local ledger alone decides "
-        .. "(a webhook redelivered to another node may be handled twice) until it answers again",
-        { error = tostring(err) })
-    end
+    cluster.outage(outage, "cluster: Redis cannot dedupe inbound updates: the local ledger alone decides "
+      .. "(a webhook redelivered to another node may be handled twice) until it answers again", nil, err)
     return nil, tostring(err)
   end
-  if degraded then
-    degraded = false
-    chatgw.log.info("cluster: Redis dedupes inbound updates again")
-  end
+  cluster.recovered(outage, "cluster: Redis dedupes inbound updates again")
   if holder == cluster.node_id then
     m_claims:inc({ result = "claimed" })
     return true

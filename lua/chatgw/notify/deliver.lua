@@ -31,21 +31,15 @@ end
 
 -- In cluster mode a dedupe_key is claimed in Redis (one SET NX PX), so a repeat sent to any
 -- node is dropped. nil when Redis cannot answer: this node's table decides (WARN once per outage).
-local redis_down_logged = false
+local outage = {} -- cluster.outage's memory
 local function first_in_cluster(channel, chat_id, key, window_s)
   local r, err = cluster.command("SET", "chatgw:notify:dedupe:" .. channel .. ":" .. chat_id .. ":" .. key,
     cluster.node_id, "NX", "PX", tostring(math.max(1, math.floor(window_s * 1000))))
   if r == nil and err then
-    if not redis_down_logged then
-      redis_down_logged = true
-      chatgw.log.warn("notify: Redis cannot dedupe: this node's own table decides until it can", { error = tostring(err) })
-    end
+    cluster.outage(outage, "notify: Redis cannot dedupe: this node's own table decides until it can", nil, err)
     return nil
   end
-  if redis_down_logged then
-    redis_down_logged = false
-    chatgw.log.info("notify: Redis dedupes again")
-  end
+  cluster.recovered(outage, "notify: Redis dedupes again")
   return r == "OK"
 end
 

@@ -117,14 +117,19 @@ class FeishuRedeliveryTest(ClusterTest):
             self.assertIsNone(g.proc.poll())
 
 
-@unittest.skipUnless(REDIS, "redis-server is not installed")
-class TelegramWebhookRedeliveryTest(ClusterTest):
+class TelegramClusterTest(ClusterTest):
+    """ClusterTest with a fake Telegram for the bot token."""
+
     def setUp(self):
         super().setUp()
         self.tg = FakeTelegram(tokens={BOT_TOKEN: {"id": 123456, "username": "l_bot", "first_name": "L"}})
         self.tg.start()
         self.addCleanup(self.tg.stop)
 
+
+
+@unittest.skipUnless(REDIS, "redis-server is not installed")
+class TelegramWebhookRedeliveryTest(TelegramClusterTest):
     def tg_node(self, name):
         port = free_port()
         env = {"TELEGRAM_API_BASE": self.tg.url, "TELEGRAM_BOT_TOKEN": BOT_TOKEN, "TELEGRAM_MODE": "webhook",
@@ -162,16 +167,10 @@ class TelegramWebhookRedeliveryTest(ClusterTest):
 
 
 @unittest.skipUnless(REDIS, "redis-server is not installed")
-class PollerTakeoverTest(ClusterTest):
+class PollerTakeoverTest(TelegramClusterTest):
     """200 updates, the leader killed (-9) while it answers them: after the takeover (and the
     dead node's restart on its data dir, which sends what it had accepted) every update is
     answered exactly once."""
-
-    def setUp(self):
-        super().setUp()
-        self.tg = FakeTelegram(tokens={BOT_TOKEN: {"id": 123456, "username": "l_bot", "first_name": "L"}})
-        self.tg.start()
-        self.addCleanup(self.tg.stop)
 
     def tg_node(self, name):
         return self.node(name, env={"TELEGRAM_API_BASE": self.tg.url, "TELEGRAM_BOT_TOKEN": BOT_TOKEN},

@@ -81,8 +81,9 @@ local function build(def, account)
     -- a sliding window, not a bucket: "30 per second" holds in every second (a full bucket plus
     -- its refill would let twice that through one second)
     local n = max(2, math.floor(l.bot_burst or l.bot_rate))
-    g.bot = limiter(base .. "bot", { limit = n, window_ms = n / l.bot_rate * 1000 })
-    g.bot_window = { limit = n, window_ms = math.floor(n / l.bot_rate * 1000) }
+    local window_ms = n / l.bot_rate * 1000
+    g.bot = limiter(base .. "bot", { limit = n, window_ms = window_ms })
+    g.bot_window = { limit = n, window_ms = math.floor(window_ms) } -- the same window, in Redis (cluster mode)
   end
   g.limits = l
   return g

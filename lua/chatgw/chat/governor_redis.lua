@@ -56,8 +56,6 @@ return {1}
 
 local function key(g, what) return "chatgw:gov:" .. g.channel .. ":" .. g.account .. ":" .. what end
 
-function M.frozen_key(g, scope_chat) return key(g, "frozen:" .. scope_chat) end
-
 -- true | false, wait_ms, why | nil (Redis could not decide). peek: take nothing, skip the bot's limit
 function M.admit(g, chat_id, is_group, class, pacing, peek)
   local l = g.limits
@@ -84,7 +82,7 @@ end
 
 -- A 429 seen by this node: every node honours it (one SET PX; it expires by itself).
 function M.freeze(g, scope_chat, seconds)
-  local ok, err = cluster.command("SET", M.frozen_key(g, scope_chat), "1", "PX", tostring(ceil(seconds * 1000)))
+  local ok, err = cluster.command("SET", key(g, "frozen:" .. scope_chat), "1", "PX", tostring(ceil(seconds * 1000)))
   if not ok then
     cluster.outage(g, "governor: Redis cannot decide: this node's local limits decide until it can",
       { channel = g.channel, account = g.account }, err)

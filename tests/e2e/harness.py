@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import textwrap
 import threading
+import sys
 import time
 import unittest
 
@@ -281,7 +282,12 @@ class GatewayTest(unittest.TestCase):
         self._gws = []
 
     def tearDown(self):
+        outcome = getattr(self, "_outcome", None)
+        failed = outcome is not None and not outcome.success
         for g in self._gws:
+            if failed:  # what the gateway logged tells why (CI keeps nothing else)
+                sys.stderr.write("\n---- chatgw log (last 60 lines) for %s ----\n%s\n"
+                                 % (self.id(), "\n".join(g.stderr_text().splitlines()[-60:])))
             try:
                 if g.proc and g.proc.poll() is None:
                     code = g.stop()

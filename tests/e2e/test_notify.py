@@ -200,6 +200,9 @@ class NotifyTest(GatewayTest):
     def call(self, g, method, path, body=None, headers=None, **kw):
         """A request on the notify listener; no secret may ever be in an answer."""
         kw.setdefault("listener", "notify")
+        if isinstance(body, dict) and body.get("wait"):
+            # past the server's wait_ms (10 s), so a slow delivery is an answer naming it
+            kw.setdefault("timeout", 25)
         if isinstance(body, (dict, list)):
             body = json.dumps(body)
             headers = dict(headers or {"Content-Type": "application/json"})

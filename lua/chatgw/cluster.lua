@@ -8,7 +8,8 @@
 --     renewed at ttl/3 by the supervisor (lua/chatgw/supervisor.lua);
 --   - fan-out (M.publish/M.on): one pub/sub channel, messages tagged with the origin node, which
 --     ignores its own echo (it delivered locally already);
---   - M.script: a Lua script run by EVALSHA (loaded once per Redis start: NOSCRIPT reloads it).
+--   - M.script: a Lua script run by EVALSHA (loaded once per Redis start: NOSCRIPT reloads it);
+--   - the node's heartbeat key (M.NODE_PREFIX .. node_id), renewed at lock_ttl_ms/3.
 -- The client (runtime/net/redis.c through chatgw._redis) lives in C across reloads.
 local chatgw = chatgw
 local json = require "chatgw.json"
@@ -21,6 +22,7 @@ local M = { enabled = false, node_id = nil }
 
 local PREFIX = "chatgw:"
 local FANOUT = PREFIX .. "fanout"
+M.NODE_PREFIX = PREFIX .. "node:" -- the heartbeats: chatgw:node:<node_id>, alive while it exists
 local NODE_PATTERN = "^[%w._-]+$"
 
 local m_info = chatgw.metrics.gauge{ name = "chatgw_cluster_node_info",
@@ -244,6 +246,17 @@ local function fanout_loop()
   end
 end
 
+-- The node's heartbeat: set every ttl/3 with ttl = cluster.lock_ttl_ms, so it is gone within
+-- the lock's ttl of the node's death (the inbound ledger's claims look at it).
+local function heartbeat_loop()
+  local key = M.NODE_PREFIX .. M.node_id
+  while true do
+    local ttl = M.lock_ttl_ms or 10000
+    R.command("SET", key, tostring(chatgw.time()), "PX", tostring(ttl))
+    chatgw.sleep(max(50, floor(ttl / 3)))
+  end
+end
+
 -- ---- health ----
 
 local supervisor -- set by install (the loops' lock states)
@@ -282,6 +295,7 @@ function M.install(RT)
     m_info:set({ node = M.node_id }, 1)
     supervisor = supervisor or require "chatgw.supervisor"
     supervisor.internal{ name = "cluster.fanout", run = fanout_loop }
+    supervisor.internal{ name = "cluster.heartbeat", run = heartbeat_loop }
     return true
   end)
 end

@@ -1,7 +1,7 @@
 """E2E: several chatgw nodes on one real redis-server (docs/cluster.md).
 
 Each case starts its own redis-server on a free loopback port with its own temp dir (no
-persistence), stopped by PID; the nodes are chatgw processes with their own ports and data dirs.
+persistence unless the case asks for its append-only file), stopped by PID; the nodes are chatgw processes with their own ports and data dirs.
 Skipped when redis-server is not installed (CI installs it: scripts/install-deps.sh --test)."""
 import json
 import os
@@ -46,15 +46,16 @@ def free_port():
 
 
 class Redis:
-    def __init__(self, password=None):
+    def __init__(self, password=None, aof=False):
         self.dir = tempfile.mkdtemp(prefix="chatgw-redis-")
         self.port = free_port()
         self.password = password
+        self.aof = aof  # persistence: an append-only file, fsynced at every write
         self.proc = None
 
     def start(self):
-        args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-                "--save", "", "--appendonly", "no"]
+        args = [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
         if self.password:
             args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -88,14 +89,16 @@ class Redis:
 class ClusterTest(GatewayTest):
     def setUp(self):
         super().setUp()
-        self.redis = Redis(password=getattr(self, "PASSWORD", None)).start()
+        self.redis = Redis(password=getattr(self, "PASSWORD", None), aof=getattr(self, "AOF", False)).start()
         self.addCleanup(self.redis.cleanup)
 
     def node(self, name, env=None, handlers=None, ttl_ms=3000, extra_config=""):
         e = {"CHAT_GATEWAY_REDIS_URL": self.redis.url(), "CHAT_GATEWAY_LOCK_RETRY_MS": "200"}
         e.update(env or {})
         cfg = "cluster:\n  node_id: %s\n  lock_ttl_ms: %d\n  command_timeout_ms: 1000\n" % (name, ttl_ms)
-        return self.gw(handlers or HANDLERS, config=cfg + extra_config, env=e)
+        g = self.gw(handlers or HANDLERS, config=cfg + extra_config, env=e)
+        g.node_name = name
+        return g
 
     def cluster_health(self, g):
         return g.health()["checks"]["cluster"]

@@ -16,7 +16,8 @@ BOT = r"""
 return {
   commands = { many = "n replies", fan = "n messages to each listed chat", stream = "a streamed reply",
                fmt = "a formatted reply", long = "a long reply", same = "an unchanged edit",
-               prio = "finals before edits", typing = "typing", grow = "an edit over parts" },
+               prio = "finals before edits", typing = "typing", grow = "an edit over parts",
+               slow = "a reply, a pause, a reply" },
   on_command = function(msg, args)
     local c = msg.command
     if c == "many" then
@@ -56,6 +57,11 @@ return {
       local e2 = h:edit("short again")           -- one part: the two others are deleted
       e2:wait(10000)
       msg:reply("done " .. e.id .. " " .. e2.id)
+    elseif c == "slow" then -- a reply, a pause to kill the process in, a second reply
+      msg:reply("before the pause")
+      chatgw.chat.send{ channel = "test", chat_id = msg.chat.id .. "-log", text = "send too" }
+      chatgw.sleep(tonumber(msg.argv[1]) or 3000)
+      msg:reply("after the pause")
     elseif c == "typing" then
       local n = 0
       for _ = 1, 5 do if msg:typing() then n = n + 1 end end
@@ -114,6 +120,39 @@ class DeliveryTest(GatewayTest):
         time.sleep(1.0)
         self.assertEqual(self.p.texts("k1"), ["r1"], "the handler ran once")
         self.assertEqual(self.metric(g, r'chatgw_ledger_duplicates_total\{channel="test",account="default"\}'), 1)
+
+    def test_kill9_during_a_handler_runs_it_again_and_each_reply_is_sent_once(self):
+        g = self.start()
+        self.inbound(g, "/slow 3000", chat_id="h1", update_id=81)
+        self.assertEqual(self.wait_texts("h1", 1), ["before the pause"])
+        self.assertEqual(self.wait_texts("h1-log", 1), ["send too"])
+        g.signal(signal.SIGKILL)
+        g.proc.wait(10)
+        g.restart()
+        # the second run's first two messages are the first run's rows: not sent again
+        self.assertEqual(self.wait_texts("h1", 2, 15), ["before the pause", "after the pause"])
+        g.wait_log(lambda r: r.get("msg") == "chat: running a handler again: the process stopped while it ran")
+        time.sleep(0.5)
+        self.assertEqual(self.p.texts("h1"), ["before the pause", "after the pause"])
+        self.assertEqual(self.p.texts("h1-log"), ["send too"])
+        # and not a third time at the next start
+        g.stop()
+        g.restart()
+        time.sleep(1.0)
+        self.assertEqual(self.p.texts("h1"), ["before the pause", "after the pause"])
+
+    def test_a_handler_cut_off_twice_is_not_run_a_third_time(self):
+        g = self.start()
+        self.inbound(g, "/slow 60000", chat_id="h2", update_id=82)
+        self.wait_texts("h2", 1)
+        for _ in range(2):
+            g.signal(signal.SIGKILL)
+            g.proc.wait(10)
+            g.restart()
+            time.sleep(1.0)
+        g.wait_log(lambda r: r.get("msg") == "chat: an update whose handler was cut off twice is not run a third time")
+        self.assertEqual(self.p.texts("h2"), ["before the pause"])
+        g.stop()
 
     # ---- the outbox ----
 

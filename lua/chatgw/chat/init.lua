@@ -24,6 +24,7 @@ local allowlist = require "chatgw.chat.allowlist"
 local policy = require "chatgw.chat.policy"
 local texts = require "chatgw.chat.texts"
 local supervisor = require "chatgw.supervisor"
+local cluster = require "chatgw.cluster"
 local audit = require "chatgw.audit"
 
 local type, tostring, pairs, ipairs, error, pcall = type, tostring, pairs, ipairs, error, pcall
@@ -194,16 +195,34 @@ end
 
 local active = 0 -- dispatches running in this state (chatgw test waits for them)
 
-local function run_dispatch(row_id, msg)
+local busy = chatgw.shared("chatgw.chat.running") -- ledger rows a task of this process runs (any state)
+
+-- Runs fn for ledger row row_id (nil: not in the ledger) read in state `from` (nil: 'recorded'),
+-- unless another task has the row: marked running, then dispatched when fn returns; the
+-- messages fn accepts are keyed by position (chat/outbox.lua), for a second run after a crash.
+local function run_row(row_id, from, fn)
   active = active + 1
-  local first = true
-  if row_id then first = ledger.mark_dispatched(row_id) end
-  if first then
-    local ok, err = pcall(dispatch.handle, msg)
-    if not ok then chatgw.log.error("chat dispatch failed", { channel = msg.channel, error = tostring(err) }) end
+  local go = true
+  if row_id then
+    busy:set(tostring(row_id), 1, 86400000)
+    go = ledger.mark_running(row_id, from)
   end
+  if go then
+    outbox.run_begin(row_id)
+    fn()
+    outbox.run_end()
+    if row_id then ledger.mark_dispatched(row_id) end
+  end
+  if row_id then busy:delete(tostring(row_id)) end
   active = active - 1
   if active == 0 then chatgw._notify("chat:idle") end
+end
+
+local function run_dispatch(row_id, msg, from)
+  run_row(row_id, from, function()
+    local ok, err = pcall(dispatch.handle, msg)
+    if not ok then chatgw.log.error("chat dispatch failed", { channel = msg.channel, error = tostring(err) }) end
+  end)
 end
 
 -- An inbound message from an adapter: recorded in the ledger (nil, "duplicate" when seen), then
@@ -231,11 +250,8 @@ end
 -- Rows recorded before a restart and never dispatched: by the account's sender loop.
 M.ANSWER_WITHIN_MS = 5000 -- a press not answered by its handler by then is answered empty
 
-local function run_callback(row_id, cb)
-  active = active + 1
-  local first = true
-  if row_id then first = ledger.mark_dispatched(row_id) end
-  if first then
+local function run_callback(row_id, cb, from)
+  run_row(row_id, from, function()
     -- the platform shows a spinner until the press is answered: answer it in time whatever
     -- the handler does
     chatgw.spawn(function()
@@ -244,26 +260,49 @@ local function run_callback(row_id, cb)
     end)
     local ok, err = pcall(dispatch.callback, cb)
     if not ok then chatgw.log.error("chat callback failed", { channel = cb.channel, error = tostring(err) }) end
-  end
-  active = active - 1
-  if active == 0 then chatgw._notify("chat:idle") end
+  end)
 end
 
-local function replay(channel, account)
-  local rows = ledger.pending(channel, account)
+-- Ledger rows to dispatch now, each in a task (a replay, or updates taken over from a dead node).
+local function dispatch_rows(channel, account, rows)
   for _, r in ipairs(rows or {}) do
-    chatgw.log.info("chat: dispatching an update recorded before the restart", { channel = channel,
-      account = account, id = r.id })
     local f = r.message
     active = active + 1
     chatgw._spawn_task(function()
       active = active - 1
       if f.kind == "callback" then
-        run_callback(r.id, model.callback(f))
+        run_callback(r.id, model.callback(f), r.state)
       else
-        run_dispatch(r.id, model.new(f, bot_username(channel, account)))
+        run_dispatch(r.id, model.new(f, bot_username(channel, account)), r.state)
       end
     end)
+  end
+end
+
+local function replay(channel, account)
+  local rows = ledger.pending(channel, account, function(id) return busy:get(tostring(id)) ~= nil end)
+  for _, r in ipairs(rows or {}) do
+    chatgw.log.info(r.state == "running" and "chat: running a handler again: the process stopped while it ran"
+      or "chat: dispatching an update recorded before the restart", { channel = channel, account = account, id = r.id })
+  end
+  dispatch_rows(channel, account, rows)
+end
+
+-- Cluster mode: every lock_ttl_ms/3, the started accounts' stream entries that a dead node left
+-- pending (its heartbeat gone) are taken over and dispatched here (chat/ledger_redis.lua).
+M.CLAIM_MIN_IDLE_MS = 1000 -- an own entry younger than this is still on its way to dispatch
+local function claim_loop()
+  while true do
+    for key in pairs(senders) do
+      local channel, account = key:match("^([^:]+):(.*)$")
+      local rows, err = ledger.claim_stale(channel, account, M.CLAIM_MIN_IDLE_MS)
+      if rows then
+        dispatch_rows(channel, account, rows)
+      else
+        chatgw.log.debug("chat: cannot look for stale ledger entries", { channel = channel, error = tostring(err) })
+      end
+    end
+    chatgw.sleep(math.max(100, math.floor((cluster.lock_ttl_ms or 10000) / 3)))
   end
 end
 
@@ -483,6 +522,7 @@ function M.install(runtime)
       local def = channels[name]
       for _, a in ipairs(accounts_of(def)) do start_account(name, def, a) end
     end
+    if cluster.enabled then supervisor.internal{ name = "chat.ledger_claims", module = "chat", run = claim_loop } end
     chatgw.every(600000, function()
       ledger.prune()
       outbox.prune(M.outbox_retention_s or 7 * 86400)

@@ -115,6 +115,42 @@ local function is_group(def, chat_id, given)
   return false
 end
 
+-- ---- handler runs ----
+-- A handler cut off (kill -9) runs again after the restart (chat/ledger.lua). The messages a
+-- run accepts from its own coroutine are keyed "<ledger row>:<n>" (the n-th message of the
+-- run), so the second run's n-th message is the first run's row, not a new one: a handler
+-- that sends the same messages in the same order sends each once. Tasks the handler spawns are
+-- not keyed.
+local runs = setmetatable({}, { __mode = "k" }) -- coroutine -> { row = ledger row id, n = messages so far }
+
+function M.run_begin(row_id)
+  local co = coroutine.running()
+  if co and row_id then runs[co] = { row = row_id, n = 0 } end
+end
+
+function M.run_end()
+  local co = coroutine.running()
+  if co then runs[co] = nil end
+end
+
+local function run_key()
+  local co = coroutine.running()
+  local r = co and runs[co]
+  if not r then return nil end
+  r.n = r.n + 1
+  return r.row .. ":" .. r.n
+end
+
+-- The row a keyed message of an earlier run of the handler wrote.
+local function run_row(key)
+  local rows = chatgw.db.query("SELECT id, channel, account, chat_id FROM chat_outbox WHERE run_key = ?", key)
+  local r = rows and rows[1]
+  if not r then return nil, "db: a keyed message is neither new nor there (" .. key .. ")" end
+  chatgw.log.info("outbox: a handler run again after a restart: its message was accepted by the first run",
+    { channel = r.channel, chat_id = r.chat_id, id = r.id })
+  return handle(r.id, r.channel, r.account, r.chat_id)
+end
+
 -- spec: channel, account, chat_id, text, format, buttons, reply_to (a platform message id),
 -- image (path), image_bytes, caption, handler, origin, group. Returns a handle | nil, err.
 function M.accept(spec)
@@ -133,13 +169,14 @@ function M.accept(spec)
     if not b then return nil, err end
     body.buttons = b
   end
-  local t = now()
+  local t, key = now(), run_key()
   local n, id = chatgw.db.exec([[INSERT INTO chat_outbox (channel, account, chat_id, kind, body,
-      status, priority, grp, created_at, updated_at, uuid, handler, origin)
-    VALUES (?, ?, ?, 'send', ?, 'queued', 0, ?, ?, ?, ?, ?, ?)]],
+      status, priority, grp, created_at, updated_at, uuid, handler, origin, run_key)
+    VALUES (?, ?, ?, 'send', ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING]],
     spec.channel, spec.account, spec.chat_id, json.encode(body),
-    is_group(def, spec.chat_id, spec.group) and 1 or 0, t, t, uuid(), spec.handler, spec.origin or "send")
+    is_group(def, spec.chat_id, spec.group) and 1 or 0, t, t, uuid(), spec.handler, spec.origin or "send", key)
   if not n then return nil, id end
+  if n == 0 and key then return run_row(key) end
   wake_sender(spec.channel, spec.account)
   return handle(id, spec.channel, spec.account, spec.chat_id)
 end

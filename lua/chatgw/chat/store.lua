@@ -2,14 +2,17 @@
 -- "chatgw.chat"; never edit a shipped one, append).
 --
 --   chat_inbound    the durable inbound ledger: one row per platform update, recorded before the
---                   platform is acknowledged; state recorded -> dispatched, or
---                   duplicate (cluster mode: another node claimed its platform id first)
+--                   platform is acknowledged; state recorded -> running (its handlers started)
+--                   -> dispatched (they returned), running -> rerun (run again after a crash), or
+--                   duplicate (cluster mode: another node claimed its platform id first);
+--                   stream_id: cluster mode, its entry in the account's Redis stream
 --   chat_outbox     every outbound message, edit and deletion, written before the caller gets
 --                   its handle; status queued -> sending -> delivered | failed | unknown;
 --                   grp: sent to a group chat (the governor's group limit); retries: failed
 --                   attempts that count toward giving up; parts_done: parts of a long text
 --                   delivered so far; buttons_at: the platform id of the message showing its
---                   buttons (a press finds its handler by it; indexed only where set)
+--                   buttons (a press finds its handler by it; indexed only where set); run_key:
+--                   "<inbound row>:<n>", the n-th message of a handler run (chat/outbox.lua)
 --   chat_blobs      image bytes of accepted replies (a handler may delete its file at once)
 --   chat_buttons    button data too long for a platform, behind a short key
 --   chat_allowlist  the chats allowed to use a bot (allowlist modes owner_only and auth)
@@ -63,6 +66,13 @@ dbmod.register("chatgw.chat", {
     PRIMARY KEY (channel, account, chat_id));
   CREATE TABLE chat_state (k TEXT PRIMARY KEY, v TEXT NOT NULL, updated_at REAL NOT NULL);
   ]],
+  -- 2: cluster mode, the entry of the update in the account's Redis stream (chat/ledger_redis.lua)
+  [[ALTER TABLE chat_inbound ADD COLUMN stream_id TEXT;]],
+  -- 3: a handler run again after a crash writes its n-th message once (chat/outbox.lua), and
+  -- the rows a restart looks at (recorded, or their handler cut off)
+  [[ALTER TABLE chat_outbox ADD COLUMN run_key TEXT;
+  CREATE UNIQUE INDEX chat_outbox_run_key ON chat_outbox (run_key) WHERE run_key IS NOT NULL;
+  CREATE INDEX chat_inbound_open ON chat_inbound (channel, account, id) WHERE state IN ('recorded', 'running', 'rerun');]],
 })
 
 local M = {}

@@ -47,6 +47,10 @@ end
 -- redelivery a duplicate of an update nobody recorded (lost); the other way round, a failed
 -- claim leaves a local row that dispatches (at least once), and a process dying between the
 -- two leaves a 'recorded' row whose claim replay() makes before dispatching it.
+-- Rows just claimed, until their dispatch: what it needs without reading the row again. A
+-- process dying in between leaves stream_id unset: the takeover scan sets it (claim_stale).
+local fresh = {}
+
 local function claim(id, channel, account, platform_id, message, unfenced)
   if not cluster.enabled then return true end
   local mine, err = ledger_redis.claim(channel, account, platform_id, M.retention_s, message, unfenced)
@@ -54,8 +58,8 @@ local function claim(id, channel, account, platform_id, message, unfenced)
     chatgw.db.exec("DELETE FROM chat_inbound WHERE id = ? AND state = 'recorded'", id)
     return nil, err
   end
-  if mine == true and err ~= "" then -- err: the stream entry's id
-    chatgw.db.exec("UPDATE chat_inbound SET stream_id = ? WHERE id = ?", err, id)
+  if mine == true and err ~= "" then -- err: the new stream entry's id (written with the row's next state)
+    fresh[id] = { channel = channel, account = account, platform_id = platform_id, stream_id = err }
   end
   if mine ~= false then return true end
   chatgw.db.exec("UPDATE chat_inbound SET state = 'duplicate' WHERE id = ? AND state = 'recorded'", id)
@@ -88,18 +92,25 @@ local NEXT = { recorded = "running", running = "rerun" }
 function M.mark_running(id, from)
   from = from or "recorded"
   if not NEXT[from] then return false end
+  local sid
   if cluster.enabled then
-    local rows = chatgw.db.query("SELECT channel, account, platform_id, stream_id, state FROM chat_inbound WHERE id = ?", id)
-    local r = rows and rows[1]
-    if not r or r.state ~= from then return false end
-    local mine = ledger_redis.dispatch(r.channel, r.account, r.platform_id, r.stream_id)
+    local r = fresh[id]
+    fresh[id] = nil
+    if not r then
+      local rows = chatgw.db.query("SELECT channel, account, platform_id, stream_id, state FROM chat_inbound WHERE id = ?", id)
+      r = rows and rows[1]
+      if not r or r.state ~= from then return false end
+    end
+    sid = r.stream_id
+    local mine = ledger_redis.dispatch(r.channel, r.account, r.platform_id, sid)
     if mine == false then
       chatgw.db.exec("UPDATE chat_inbound SET state = 'duplicate' WHERE id = ? AND state = ?", id, from)
       dup_metric:inc({ channel = r.channel, account = r.account })
       return false
     end
   end
-  local n, err = chatgw.db.exec("UPDATE chat_inbound SET state = ? WHERE id = ? AND state = ?", NEXT[from], id, from)
+  local n, err = chatgw.db.exec("UPDATE chat_inbound SET state = ?, stream_id = coalesce(?, stream_id) WHERE id = ? AND state = ?",
+    NEXT[from], sid, id, from)
   if not n then return nil, err end
   return n == 1
 end

@@ -1,6 +1,8 @@
-"""E2E: notify's dedupe_key across cluster nodes (docs/cluster.md): the same key sent to two
-nodes sharing one real redis-server is delivered once; with Redis gone each node's own table
-decides (one WARN), and nothing crashes."""
+"""E2E: notify's dedupe_key and update_key across cluster nodes (docs/cluster.md): the same
+dedupe key sent to two nodes sharing one real redis-server is delivered once; an update_key
+sent to another node edits the message the first node sent; with Redis gone each node's own
+table decides (one WARN), and nothing crashes."""
+import socket
 import time
 import unittest
 
@@ -46,6 +48,31 @@ class ClusterNotifyTest(test_notify.NotifyTest):
         time.sleep(0.3)
         self.assertEqual(len(self.tg.texts(700)), 2)
         self.assertEqual(self.tg.texts(701), ["other chat"])
+
+    def test_an_update_key_edits_the_message_another_node_sent(self):
+        a, b = self.node("a"), self.node("b")
+        body = {"target": "telegram", "chat_id": 720, "priority": "HIGH", "update_key": "deploy-42"}
+        self.assertEqual(self.entry(self.notify(a, dict(body, text="deploy: running", wait=True)), 720)["status"],
+                         "delivered")
+        mid = self.tg.sent(720)[0]["message_id"]
+        # the message id reaches Redis once A knows it (after the delivery)
+        self.wait(lambda: self.redis_get("chatgw:notify:update:telegram:720:deploy-42"), 5, "the shared message id")
+        e = self.entry(self.notify(b, dict(body, text="deploy: done", wait=True)), 720)
+        self.assertEqual((e["sent"], e["status"]), (True, "edited"))
+        self.wait(lambda: self.tg.texts(720) == ["deploy: done"], 10, "B's edit of A's message")
+        edits = self.tg.calls("editMessageText")
+        self.assertEqual([str(x["params"]["message_id"]) for x in edits], [str(mid)])
+        # and back on A: its own row, the same message again
+        e = self.entry(self.notify(a, dict(body, text="deploy: verified", wait=True)), 720)
+        self.assertEqual(e["status"], "edited")
+        self.wait(lambda: self.tg.texts(720) == ["deploy: verified"], 10, "A's edit")
+        self.assertEqual(len(self.tg.calls("sendMessage")), 1, "one message in the chat")
+        self.assertEqual(self.tg.texts(720), ["deploy: verified"])
+
+    def redis_get(self, key):
+        with socket.create_connection(("127.0.0.1", self.redis.port), timeout=5) as s:
+            s.sendall(("*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)).encode())
+            return not s.recv(100).startswith(b"$-1")
 
     def test_without_redis_each_node_dedupes_on_its_own(self):
         a = self.node("a")

@@ -306,6 +306,24 @@ end
 
 M.handle = handle
 
+-- A message another node of the cluster sent (its outbox is there): a delivered row here, so
+-- that this node can edit or delete it (notify's update_key). spec: channel, account, chat_id,
+-- text, format, message_id, message_ids. Returns a handle | nil, err.
+function M.adopt(spec)
+  local def = channels and channels[spec.channel]
+  if not def then return nil, "unknown_channel: no channel '" .. tostring(spec.channel) .. "'" end
+  if not spec.message_id then return nil, "invalid_request: a message to adopt needs its message_id" end
+  local t = now()
+  local ids = type(spec.message_ids) == "table" and #spec.message_ids > 1 and json.encode(spec.message_ids) or nil
+  local n, id = chatgw.db.exec([[INSERT INTO chat_outbox (channel, account, chat_id, kind, body, status, priority,
+      grp, created_at, updated_at, message_id, message_ids, uuid, origin)
+    VALUES (?, ?, ?, 'send', ?, 'delivered', 0, ?, ?, ?, ?, ?, ?, 'adopted')]],
+    spec.channel, spec.account, spec.chat_id, json.encode({ text = spec.text, format = spec.format or "plain" }),
+    is_group(def, spec.chat_id, spec.group) and 1 or 0, t, t, tostring(spec.message_id), ids, uuid())
+  if not n then return nil, id end
+  return handle(id, spec.channel, spec.account, spec.chat_id)
+end
+
 -- The outbox row of a message whose buttons were pressed (the platform message showing them:
 -- the last part of a split text).
 function M.find_by_message(channel, account, chat_id, message_id)

@@ -11,6 +11,7 @@ local chatgw = chatgw
 local json = require "chatgw.json"
 local outbox = require "chatgw.chat.outbox"
 local cluster = require "chatgw.cluster"
+local update_shared = require "chatgw.notify.update_shared"
 require "chatgw.notify.store"
 
 local type, tostring = type, tostring
@@ -101,11 +102,13 @@ function M.one(ctx, channel, chat_id, item)
   end
   if item.update_key and item.text then
     local oid = last_of(channel, chat_id, item.update_key)
-    if oid then
-      local h = outbox.handle(oid, channel, account, chat_id)
+    -- in cluster mode, a message another node sent for this key
+    local h = oid and outbox.handle(oid, channel, account, chat_id) or update_shared.adopt(channel, account, chat_id, item.update_key)
+    if h then
       local eh, err = h:edit(item.text)
       if eh then
         record(h, channel, account, chat_id, item) -- later lookups and edits find the same message
+        update_shared.share(h, channel, account, chat_id, item.update_key, item.text)
         e.sent, e.status, e.outbox_id, e._handle = true, "edited", eh.id, eh
         return e
       end
@@ -135,6 +138,7 @@ function M.one(ctx, channel, chat_id, item)
     if not h then e.skip_reason, e.error = "notify_failed", tostring(err) return e end
     handles[1] = h
     record(h, channel, account, chat_id, item)
+    if item.update_key then update_shared.share(h, channel, account, chat_id, item.update_key, item.text) end
   end
   e.sent, e.status, e.outbox_id = true, "queued", handles[#handles].id
   e._handle = handles[#handles]

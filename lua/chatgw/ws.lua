@@ -263,10 +263,11 @@ function ws.broadcast(event, payload, opts)
   local body = encode_payload(f, payload)
   local include, exclude = check_ids(f, "include", opts.include), check_ids(f, "exclude", opts.exclude)
   local n = C.broadcast(event, body, opts.role, opts.scope, include, exclude)
-  -- Cluster mode: the other nodes deliver it to their own connections (docs/cluster.md). A
-  -- broadcast to listed connections (include) names this node's connections only.
-  if include == nil and cluster and cluster.enabled then
-    cluster.publish("ws", { e = event, p = body, r = opts.role, s = opts.scope })
+  -- Cluster mode: the other nodes deliver it to their own connections (docs/cluster.md).
+  -- Connection ids carry a random per-process prefix, so include and exclude name connections
+  -- on any node; an include list served here in full is not published.
+  if cluster and cluster.enabled and not (include and n >= #include) then
+    cluster.publish("ws", { e = event, p = body, r = opts.role, s = opts.scope, i = include, x = exclude })
   end
   return n
 end
@@ -513,9 +514,16 @@ function M.install(runtime)
   cluster = require "chatgw.cluster"
   presence = require "chatgw.ws_presence"
   -- A broadcast published by another node: delivered here to the connections that match.
+  local function ids(v) -- a published include/exclude list, or nil
+    if type(v) ~= "table" then return nil end
+    for _, id in ipairs(v) do if type(id) ~= "string" then return nil end end
+    return v
+  end
   cluster.on("ws", function(m)
     if type(m) == "table" and type(m.e) == "string" and type(m.p) == "string" then
-      C.broadcast(m.e, m.p, type(m.r) == "string" and m.r or nil, type(m.s) == "string" and m.s or nil)
+      if m.i ~= nil and not ids(m.i) then return end -- an include list gone wrong: deliver to none
+      C.broadcast(m.e, m.p, type(m.r) == "string" and m.r or nil, type(m.s) == "string" and m.s or nil,
+        ids(m.i), ids(m.x))
     end
   end)
   R = runtime

@@ -234,6 +234,44 @@ class FanoutTest(ClusterTest):
             w.close()
 
 
+    def news(self, w, wait_s):
+        """The payloads of the news events w gets within wait_s."""
+        got = []
+        w.s.settimeout(wait_s * SLOW)
+        try:
+            while True:
+                op, data = w.recv()
+                m = json.loads(data)
+                if m.get("event") == "news":
+                    got.append(m["payload"]["i"])
+        except (socket.timeout, TimeoutError):
+            pass
+        return got
+
+    def test_include_and_exclude_name_connections_on_any_node(self):
+        a, b = self.node("a"), self.node("b")
+        for g in (a, b):
+            self.wait_up(g)
+            self.wait(lambda: (self.cluster_health(g)["redis"].get("subscriber_up")), 10, "subscribed")
+        ws, ids = {}, {}
+        for name, g in (("a1", a), ("b1", b), ("b2", b)):
+            w = RawWs(g.port())
+            ids[name] = w.connect(role="operator")["payload"]["server"]["connId"]
+            ws[name] = w
+        # on A: include one connection of B; exclude the other of B
+        r = a.request("POST", "/v1/ws/broadcast", json_body={"event": "news", "payload": {"i": 1},
+                                                             "include": [ids["b1"]]})
+        self.assertEqual(r.status, 200, r.text)
+        r = a.request("POST", "/v1/ws/broadcast", json_body={"event": "news", "payload": {"i": 2},
+                                                             "exclude": [ids["b2"]]})
+        self.assertEqual(r.status, 200, r.text)
+        self.assertEqual(self.news(ws["b1"], 1.0), [1, 2])
+        self.assertEqual(self.news(ws["b2"], 0.3), [])
+        self.assertEqual(self.news(ws["a1"], 0.3), [2])
+        for w in ws.values():
+            w.close()
+
+
 class LimiterTest(ClusterTest):
     def test_shared_limiter_counts_across_nodes(self):
         a, b = self.node("a"), self.node("b")

@@ -50,16 +50,7 @@ BENCH_TOKEN="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 export BENCH_TOKEN
 CLK_TCK="$(getconf CLK_TCK)"
 
-REDIS_PID="" REDIS_PORT=""
-start_redis() { # start_redis DIR
-  REDIS_PORT="$(free_port)"
-  mkdir -p "$1"
-  taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$1" \
-    --save '' --appendonly no >"$1/redis.log" 2>&1 &
-  REDIS_PID=$!
-  PIDS+=("$REDIS_PID")
-  wait_port "$REDIS_PID" "$REDIS_PORT" || die "redis-server did not start (see $1/redis.log)"
-}
+. "$HERE/redis.sh" # start_redis
 
 NODE_PID="" NODE_PORT=""
 start_node() { # start_node DIR [REDIS_URL]

@@ -55,16 +55,7 @@ ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 TOKEN="bench-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 CLK_TCK="$(getconf CLK_TCK)"
 
-REDIS_PID="" REDIS_PORT=""
-start_redis() { # start_redis DIR
-  REDIS_PORT="$(free_port)"
-  mkdir -p "$1"
-  taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$1" \
-    --save '' --appendonly no >"$1/redis.log" 2>&1 &
-  REDIS_PID=$!
-  PIDS+=("$REDIS_PID")
-  wait_port "$REDIS_PID" "$REDIS_PORT" || die "redis-server did not start (see $1/redis.log)"
-}
+. "$HERE/redis.sh" # start_redis
 
 NODE_PIDS=() NODE_URLS=()
 start_node() { # start_node DIR NAME [REDIS_URL]

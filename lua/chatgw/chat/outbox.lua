@@ -141,11 +141,12 @@ local function run_key()
   return r.row .. ":" .. r.n
 end
 
--- The row a keyed message of an earlier run of the handler wrote.
-local function run_row(key)
+-- The row a keyed message of an earlier run of the handler wrote, when it went to the same
+-- chat (nil otherwise: the second run differs there, and its message is a new one).
+local function run_row(key, spec)
   local rows = chatgw.db.query("SELECT id, channel, account, chat_id FROM chat_outbox WHERE run_key = ?", key)
   local r = rows and rows[1]
-  if not r then return nil, "db: a keyed message is neither new nor there (" .. key .. ")" end
+  if not r or r.channel ~= spec.channel or r.chat_id ~= tostring(spec.chat_id) then return nil end
   chatgw.log.info("outbox: a handler run again after a restart: its message was accepted by the first run",
     { channel = r.channel, chat_id = r.chat_id, id = r.id })
   return handle(r.id, r.channel, r.account, r.chat_id)
@@ -170,13 +171,21 @@ function M.accept(spec)
     body.buttons = b
   end
   local t, key = now(), run_key()
-  local n, id = chatgw.db.exec([[INSERT INTO chat_outbox (channel, account, chat_id, kind, body,
-      status, priority, grp, created_at, updated_at, uuid, handler, origin, run_key)
-    VALUES (?, ?, ?, 'send', ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING]],
-    spec.channel, spec.account, spec.chat_id, json.encode(body),
-    is_group(def, spec.chat_id, spec.group) and 1 or 0, t, t, uuid(), spec.handler, spec.origin or "send", key)
+  local function insert(k)
+    return chatgw.db.exec([[INSERT INTO chat_outbox (channel, account, chat_id, kind, body,
+        status, priority, grp, created_at, updated_at, uuid, handler, origin, run_key)
+      VALUES (?, ?, ?, 'send', ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING]],
+      spec.channel, spec.account, spec.chat_id, json.encode(body),
+      is_group(def, spec.chat_id, spec.group) and 1 or 0, t, t, uuid(), spec.handler, spec.origin or "send", k)
+  end
+  local n, id = insert(key)
   if not n then return nil, id end
-  if n == 0 and key then return run_row(key) end
+  if n == 0 and key then
+    local h = run_row(key, spec)
+    if h then return h end
+    n, id = insert(nil)
+    if not n then return nil, id end
+  end
   wake_sender(spec.channel, spec.account)
   return handle(id, spec.channel, spec.account, spec.chat_id)
 end

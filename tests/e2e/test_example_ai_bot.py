@@ -133,7 +133,8 @@ class AiBotTest(PlatformChat, GatewayTest):
         msgs = self.llm.calls("openai")[-1]["json"]["messages"]
         self.assertEqual([m["role"] for m in msgs], ["system", "user", "assistant", "user"], "remembered")
         self.assertEqual([m["content"] for m in msgs[1:]], ["capital of France?", first, "and Italy?"])
-        # /reset forgets it
+        # /reset forgets it (once the second exchange is in the memory)
+        self.wait_handled("telegram", 2)
         self.say(self.CHAT, "/reset")
         self.assertEqual(self.wait_tg(self.CHAT, 3)[2], RESET_DONE)
         self.say(self.CHAT, "/ask and Spain?")
@@ -210,6 +211,7 @@ class AiBotTest(PlatformChat, GatewayTest):
         msgs = self.llm.calls("openai")[-1]["json"]["messages"]
         self.assertEqual([m["role"] for m in msgs], ["system", "user", "assistant", "user"], "remembered")
         self.assertEqual(msgs[2]["content"], first)
+        self.wait_handled("feishu", 2)  # its exchange is in the memory before the reset
         self.fs_say(self.FS_P2P, "/reset")
         self.wait_fs(self.FS_P2P, lambda t: t[2:] == [RESET_DONE], "the reset")
         self.fs_say(self.FS_P2P, "/ask again?")

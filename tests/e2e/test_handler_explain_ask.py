@@ -264,6 +264,7 @@ class ExplainAskTest(PlatformChat, GatewayTest):
                          [{"role": "user", "content": "what is a circuit breaker?"},
                           {"role": "assistant", "content": first},
                           {"role": "user", "content": "when does it open?"}], "remembered")
+        self.wait_handled("feishu", 2)  # its exchange is in the memory before the reset
         self.fs_say(self.FS_P2P, "/reset")
         self.wait_fs(self.FS_P2P, lambda t: t[2:] == [RESET_DONE], "the reset")
         # the defaults' 6000 characters apply to /ask (a handler without a capability)

@@ -521,7 +521,8 @@ function M.install(runtime)
   end
   cluster.on("ws", function(m)
     if type(m) == "table" and type(m.e) == "string" and type(m.p) == "string" then
-      if m.i ~= nil and not ids(m.i) then return end -- an include list gone wrong: deliver to none
+      -- a list gone wrong: deliver to none rather than to connections it may have left out
+      if (m.i ~= nil and not ids(m.i)) or (m.x ~= nil and not ids(m.x)) then return end
       C.broadcast(m.e, m.p, type(m.r) == "string" and m.r or nil, type(m.s) == "string" and m.s or nil,
         ids(m.i), ids(m.x))
     end

@@ -293,7 +293,9 @@ end
 M.CLAIM_MIN_IDLE_MS = 1000 -- an own entry younger than this is still on its way to dispatch
 local function claim_loop()
   while true do
-    for key in pairs(senders) do
+    local keys = {} -- a copy: accounts may start or stop while a claim waits on Redis
+    for key in pairs(senders) do keys[#keys + 1] = key end
+    for _, key in ipairs(keys) do
       local channel, account = key:match("^([^:]+):(.*)$")
       local rows, err = ledger.claim_stale(channel, account, M.CLAIM_MIN_IDLE_MS)
       if rows then

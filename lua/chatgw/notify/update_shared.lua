@@ -3,7 +3,7 @@
 -- The message an update_key names lives in the outbox of the node that accepted it. Once it is
 -- delivered, that node writes the platform's message id to Redis:
 --   chatgw:notify:update:<channel>:<chat_id>:<key> = {"a": account, "m": message_id,
---     "ms": message_ids, "t": text, "f": format}   (PX: the outbox retention, 7 days)
+--     "ms": message_ids, "t": text}   (PX: the outbox retention, 7 days)
 -- and again with the new text after each edit. A node that gets an update for a key it has no
 -- row of reads it and adopts the message (a delivered row in its own outbox, chat/outbox.lua
 -- M.adopt), then edits it like its own: each node's bot has the same credentials. Two nodes
